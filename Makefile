@@ -1,0 +1,41 @@
+# The two commands a new user needs:  `make demo`  and  `make test`.
+# Both create the virtual environment (.venv) from the lock file when it is missing or stale.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: demo test lint format install clean lock bench
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
+	$(BIN)/uv pip install --python $(BIN)/python --index-url https://pypi.org/simple -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+## Run the main job on the embedded default: generate the drifting stream and replay it through the pipeline.
+demo: install
+	$(BIN)/ctcd demo
+
+## Lint, format check and the whole test suite (what CI runs).
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	bash scripts/run-tests.sh
+
+lint: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Regenerate the lock file after changing dependencies in pyproject.toml.
+lock: $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra dask --python-version 3.11 \
+		--index-url https://pypi.org/simple -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .ctcd

@@ -1,0 +1,1 @@
+"""CLI commands, one module per lifecycle stage; each exposes `register(app)`."""

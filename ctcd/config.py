@@ -1,0 +1,269 @@
+"""Typed configuration: one YAML file loaded once into `CtcdConfig`, validated at load time.
+
+Nothing in ctcd assumes the default dataset's column names: every column name comes from `dataset`.
+Relative paths inside the file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ctcd.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """What the data looks like and where it lands."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]*$", description="lowercase name, used for suites and models"
+    )
+    target: str
+    id_column: str
+    timestamp_column: str | None = None
+    numerical_features: list[str] = Field(default_factory=list)
+    categorical_features: list[str] = Field(default_factory=list)
+    positive_label: int = 1
+    label_delay_days: int = Field(default=1, ge=0)
+    slice_columns: list[str] = Field(default_factory=list)
+    file_format: Literal["parquet", "csv"] = "parquet"
+
+    @property
+    def features(self) -> list[str]:
+        """All model inputs, numerical first."""
+        return [*self.numerical_features, *self.categorical_features]
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> DatasetConfig:
+        if not self.features:
+            raise ValueError("declare at least one feature in numerical_features or categorical_features")
+        seen: set[str] = set()
+        for col in [self.target, self.id_column, *self.features]:
+            if col in seen:
+                raise ValueError(f"column {col!r} is declared twice")
+            seen.add(col)
+        if self.timestamp_column and self.timestamp_column in seen:
+            raise ValueError(f"timestamp_column {self.timestamp_column!r} is also declared as another column")
+        unknown = [c for c in self.slice_columns if c not in self.features]
+        if unknown:
+            raise ValueError(f"slice_columns {unknown} are not features of the dataset")
+        return self
+
+
+class ScenarioEvent(_Strict):
+    """One thing that happens to the built-in stream on a given day (inclusive, 1-based)."""
+
+    day: int = Field(ge=1)
+    until_day: int | None = None
+    kind: Literal["covariate_shift", "prior_shift", "concept_drift", "corrupt_batch"]
+    column: str | None = None
+    shift: float | None = None
+    scale: float | None = None
+    positive_rate: float | None = Field(default=None, gt=0, lt=1)
+    function: int | None = Field(default=None, ge=0, le=9)
+    corruption: str | None = None
+
+
+class StreamConfig(_Strict):
+    """The built-in drifting data stream (Agrawal loan applications) used by the embedded default."""
+
+    generator: Literal["agrawal"] = "agrawal"
+    seed: int = 42
+    rows_per_day: int = Field(default=2000, ge=10)
+    days: int = Field(default=30, ge=1)
+    start_date: date = date(2026, 1, 1)
+    function: int = Field(default=0, ge=0, le=9)
+    perturbation: float = Field(default=0.0, ge=0, le=1)
+    events: list[ScenarioEvent] = Field(default_factory=list)
+
+
+class SearchConfig(_Strict):
+    """A small, budgeted random search over XGBoost hyper-parameters."""
+
+    budget: int = Field(default=4, ge=1, description="number of candidates tried")
+    space: dict[str, list[float | int]] = Field(default_factory=dict, description="name -> [low, high]")
+
+    @field_validator("space")
+    @classmethod
+    def _ranges(cls, v: dict[str, list[float | int]]) -> dict[str, list[float | int]]:
+        for name, bounds in v.items():
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"search.space.{name} must be [low, high] with low <= high")
+        return v
+
+
+class ModelConfig(_Strict):
+    """What is trained and the registered model's name."""
+
+    flavor: Literal["xgboost", "sklearn"] = "xgboost"
+    baseline: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    early_stopping_rounds: int = Field(default=20, ge=1)
+    search: SearchConfig = SearchConfig()
+    registered_name: str | None = None
+
+
+class TrainingConfig(_Strict):
+    """Which data a training run uses, and where it runs."""
+
+    window_days: int = Field(default=7, ge=1)
+    validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ModelGateConfig(_Strict):
+    """TFX-style blessing thresholds: absolute floors and allowed regression against the champion."""
+
+    primary_metric: Literal["roc_auc", "accuracy", "f1", "log_loss", "brier"] = "roc_auc"
+    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    max_regression: float = Field(default=0.005, ge=0)
+    slice_max_regression: float = Field(default=0.05, ge=0)
+    min_slice_rows: int = Field(default=50, ge=1)
+    bootstrap_samples: int = Field(default=300, ge=10)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class DataGateConfig(_Strict):
+    """Where the Great Expectations suite lives (JSON, id-free, reviewed like code)."""
+
+    suite: Path
+
+
+class GatesConfig(_Strict):
+    data: DataGateConfig
+    model: ModelGateConfig = ModelGateConfig()
+
+
+class DriftPolicyConfig(_Strict):
+    """Turns monitoring signals into one decision: retrain, alert or none."""
+
+    feature_drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features")
+    numerical_method: str = "wasserstein"
+    categorical_method: str = "jensenshannon"
+    feature_threshold: float = Field(default=0.1, gt=0)
+    prediction_drift_threshold: float = Field(default=0.1, gt=0)
+    prior_shift_threshold: float = Field(default=0.1, gt=0, description="absolute change of positive rate")
+    accuracy_drop: float = Field(default=0.05, gt=0, description="drop vs. the champion's evaluation")
+    min_labelled_rows: int = Field(default=500, ge=1)
+    cooldown_days: int = Field(default=2, ge=0)
+    window_days: int = Field(default=1, ge=1, description="days of live data compared with the reference")
+    retrain_on: list[Literal["covariate_shift", "prediction_drift", "prior_shift", "performance"]] = Field(
+        default_factory=lambda: ["performance", "prior_shift", "covariate_shift"]
+    )
+    report_retention: int = Field(default=10, ge=1, description="HTML reports kept in the workspace")
+
+
+class ServingConfig(_Strict):
+    """The BentoML service for the champion."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    api_key_env: str = "CTCD_API_KEY"
+    max_batch_size: int = Field(default=64, ge=1)
+    max_latency_ms: int = Field(default=1000, ge=50)
+    max_request_rows: int = Field(default=1000, ge=1)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    log_flush_rows: int = Field(default=500, ge=1)
+    log_flush_seconds: float = Field(default=2.0, gt=0)
+
+
+class TrackingConfig(_Strict):
+    """MLflow: the embedded SQLite store by default, a server when `tracking_uri` is set."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class ScheduleConfig(_Strict):
+    cron: str | None = None
+    interval_seconds: int | None = Field(default=None, ge=10)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.interval_seconds is None):
+            raise ValueError("give exactly one of cron or interval_seconds")
+        return self
+
+
+class OrchestrationConfig(_Strict):
+    """Prefect schedules and work pools."""
+
+    cpu_pool: str = "cpu-pool"
+    gpu_pool: str = "gpu-pool"
+    schedules: dict[Literal["ingest", "monitor", "training"], ScheduleConfig] = Field(default_factory=dict)
+    drift_event: str = "ctcd.drift.detected"
+
+
+class CtcdConfig(_Strict):
+    """The whole configuration of one ctcd project (one dataset)."""
+
+    dataset: DatasetConfig
+    stream: StreamConfig | None = None
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    gates: GatesConfig
+    drift: DriftPolicyConfig = DriftPolicyConfig()
+    serving: ServingConfig = ServingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    source: Path | None = Field(default=None, exclude=True, description="the file this was loaded from")
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.model.registered_name or self.dataset.name
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.dataset.name
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        what = "unknown key"
+    elif first["type"] == "missing":
+        what = "required key is missing"
+    else:
+        got = first.get("input")
+        what = first["msg"] + (f" (got {got!r})" if not isinstance(got, dict | list) else "")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {key}: {what}{more}"
+
+
+def load_config(path: Path | str | None = None) -> CtcdConfig:
+    """Load and validate a config file; raise ConfigError with file, key and problem in one line."""
+    cfg_path = Path(path) if path else DEFAULT_CONFIG
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path}: config file not found")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
+    base = cfg_path.resolve().parent
+    suite = raw.get("gates", {}).get("data", {}).get("suite") if isinstance(raw.get("gates"), dict) else None
+    try:
+        cfg = CtcdConfig.model_validate({**raw, "source": cfg_path.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(cfg_path, exc)) from exc
+    if suite is not None:
+        suite_path = Path(suite) if Path(suite).is_absolute() else base / suite
+        cfg = cfg.model_copy(
+            update={"gates": cfg.gates.model_copy(update={"data": DataGateConfig(suite=suite_path)})}
+        )
+    return cfg

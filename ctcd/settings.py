@@ -1,0 +1,26 @@
+"""The only module that reads environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ctcd_home() -> Path:
+    """The workspace root: `CTCD_HOME`, or `.ctcd/` in the working directory."""
+    return Path(os.environ.get("CTCD_HOME") or ".ctcd").resolve()
+
+
+def api_key(env_name: str) -> str | None:
+    """The serving API key from the environment variable the config names (None: no key required)."""
+    return os.environ.get(env_name) or None
+
+
+def debug_enabled() -> bool:
+    """Whether `--debug` or `CTCD_DEBUG` asks for full tracebacks."""
+    return os.environ.get("CTCD_DEBUG", "") not in ("", "0", "false")
+
+
+def enable_debug() -> None:
+    """Turn on tracebacks for this process and the processes it starts."""
+    os.environ["CTCD_DEBUG"] = "1"

@@ -1,0 +1,99 @@
+"""The workspace: every piece of run-time state of one ctcd project under one directory (`CTCD_HOME`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctcd import settings
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Absolute paths of everything ctcd writes. Create with `Workspace.open()`."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: Path | str | None = None) -> Workspace:
+        """Open (and create) the workspace at `root`, or at `CTCD_HOME` / `.ctcd`."""
+        ws = cls(Path(root).resolve() if root else settings.ctcd_home())
+        ws.ensure()
+        return ws
+
+    def ensure(self) -> None:
+        for d in (
+            self.landing,
+            self.labels,
+            self.validated,
+            self.quarantine,
+            self.predictions,
+            self.reports,
+            self.mlflow_artifacts,
+            self.gx_root,
+            self.prefect_home,
+            self.logs,
+            self.run,
+            self.audit,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # Data areas: batches move landing -> validated | quarantine; nothing is ever deleted.
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def validated(self) -> Path:
+        return self.root / "validated"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    # Services' state.
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def gx_root(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        """PID files of services started by `ctcd up`."""
+        return self.root / "run"
+
+    @property
+    def audit(self) -> Path:
+        """Append-only logs (promotion history)."""
+        return self.root / "audit"
