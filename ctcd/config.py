@@ -246,7 +246,9 @@ def _format_error(path: Path, err: ValidationError) -> str:
 
 def load_config(path: Path | str | None = None) -> CtcdConfig:
     """Load and validate a config file; raise ConfigError with file, key and problem in one line."""
-    cfg_path = Path(path) if path else DEFAULT_CONFIG
+    from ctcd import settings
+
+    cfg_path = Path(path) if path else (settings.config_path() or DEFAULT_CONFIG)
     if not cfg_path.is_file():
         raise ConfigError(f"{cfg_path}: config file not found")
     try:

@@ -24,3 +24,9 @@ def debug_enabled() -> bool:
 def enable_debug() -> None:
     """Turn on tracebacks for this process and the processes it starts."""
     os.environ["CTCD_DEBUG"] = "1"
+
+
+def config_path() -> Path | None:
+    """The config file named by `CTCD_CONFIG` (used by servers and workers that ctcd starts)."""
+    value = os.environ.get("CTCD_CONFIG")
+    return Path(value) if value else None
