@@ -40,25 +40,18 @@ for module in (project, data, validation, training, serving, monitoring, stack, 
 
 
 def main() -> None:
-    """Entry point: run the app, turning ctcd errors into one line and an exit code."""
+    """Entry point: typer handles usage errors (exit 2); ctcd errors become one line and their exit code."""
     try:
-        app(standalone_mode=False)
+        app()
     except CtcdError as exc:
         if settings.debug_enabled():
             traceback.print_exc()
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if settings.debug_enabled():
             traceback.print_exc()
         typer.secho(

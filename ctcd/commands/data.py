@@ -1,9 +1,150 @@
-"""CLI commands: data."""
+"""CLI commands: data (the built-in drifting stream: generate, land, status)."""
 
 from __future__ import annotations
 
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+from ctcd.commands import options
+
+if TYPE_CHECKING:
+    from ctcd.workspace import Workspace
+    from tasks.stream import LandingReport
+
+data_app = typer.Typer(
+    help=(
+        "The built-in data stream: daily Agrawal loan applications with scheduled drifts "
+        "(the config's `stream` section), landed into the workspace as they would arrive in production."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _parse_day(value: str) -> date:
+    from ctcd.errors import UsageError
+
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise UsageError(f"--through expects a date as YYYY-MM-DD, got {value!r}") from exc
+
+
+def _print_landing(report: LandingReport, ws: Workspace) -> None:
+    """One summary line of what was landed."""
+    typer.echo(
+        f"landed {len(report.features_landed)} feature batch(es) into {ws.landing} and "
+        f"{len(report.labels_landed)} label file(s) into {ws.labels} (through {report.through}; "
+        f"{report.features_already_there} already landed, {len(report.features_pending)} batch(es) and "
+        f"{len(report.labels_pending)} label file(s) not due yet)"
+    )
+
+
+@data_app.command("generate")
+def generate(
+    days: int | None = typer.Option(None, "--days", min=1, help="Days to generate (default: stream.days)."),
+    rows_per_day: int | None = typer.Option(
+        None, "--rows-per-day", min=10, help="Rows per daily batch (default: stream.rows_per_day)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Stream seed (default: stream.seed)."),
+    land: bool = typer.Option(
+        True,
+        "--land/--no-land",
+        help="Also land everything due as of the last generated day into landing/ and labels/.",
+    ),
+    config: Path | None = options.ConfigOption,
+) -> None:
+    """Write the daily batches (features and delayed labels, Parquet) to $CTCD_HOME/stream."""
+    from ctcd.config import StreamConfig
+    from tasks import stream as st
+
+    cfg, ws = options.load(config)
+    base = st.stream_config(cfg)
+    overrides = {k: v for k, v in {"rows_per_day": rows_per_day, "seed": seed}.items() if v is not None}
+    if overrides:
+        cfg = cfg.model_copy(
+            update={"stream": StreamConfig.model_validate({**base.model_dump(), **overrides})}
+        )
+    stream = st.stream_config(cfg)
+    n_days = days or stream.days
+    typer.echo(
+        f"generating {n_days} day(s) x {stream.rows_per_day} rows (Agrawal, seed {stream.seed}, "
+        f"function {stream.function}) into {st.stream_dir(ws)}"
+    )
+    target, positive = cfg.dataset.target, cfg.dataset.positive_label
+
+    def progress(entry: st.StreamEntry) -> None:
+        events = ", ".join(st.describe_event(ev) for ev in entry.events) or "-"
+        typer.echo(
+            f"  {entry.batch_id}  day {entry.day:>3}  {entry.rows:>7} rows  "
+            f"{target}={positive} {entry.positive_rate:6.1%}  function {entry.function}  {events}"
+        )
+
+    entries = st.generate_stream(cfg, ws, days=n_days, on_batch=progress)
+    typer.echo(f"wrote {len(entries)} batch(es) and {st.stream_dir(ws) / 'manifest.json'}")
+    if land:
+        _print_landing(st.land_due(cfg, ws, entries[-1].date), ws)
+    else:
+        typer.echo("nothing landed (--no-land): run `ctcd data land --through YYYY-MM-DD`")
+
+
+@data_app.command("land")
+def land(
+    through: str | None = typer.Option(
+        None,
+        "--through",
+        help="Land what is due on this date, YYYY-MM-DD (default: the last generated day).",
+    ),
+    config: Path | None = options.ConfigOption,
+) -> None:
+    """Copy generated batches dated up to --through into landing/, and the labels that have arrived."""
+    from ctcd.errors import UsageError
+    from tasks import stream as st
+
+    day = _parse_day(through) if through else None
+    cfg, ws = options.load(config)
+    st.stream_config(cfg)
+    manifest = st.read_manifest(ws)
+    if manifest is None or not manifest.batches:
+        raise UsageError(f"no generated stream in {st.stream_dir(ws)}: run `ctcd data generate` first")
+    today = day or manifest.batches[-1].date
+    report = st.land_due(cfg, ws, today)
+    for batch_id in report.features_landed:
+        typer.echo(f"  landed features {batch_id}")
+    for batch_id in report.labels_landed:
+        typer.echo(f"  landed labels   {batch_id}")
+    _print_landing(report, ws)
+
+
+@data_app.command("status")
+def status(
+    as_json: bool = options.JsonOption,
+    config: Path | None = options.ConfigOption,
+) -> None:
+    """Show what is generated and where each batch is: stream, landing, validated or quarantine."""
+    from tasks import stream as st
+
+    _, ws = options.load(config)
+    report = st.stream_status(ws)
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    counts = ", ".join(f"{name} {n}" for name, n in report.files.items())
+    if not report.generated:
+        typer.echo(f"no generated stream in {report.stream_dir} (run `ctcd data generate`); files: {counts}")
+        return
+    typer.echo(f"stream: {len(report.batches)} batch(es) in {report.stream_dir}; files: {counts}")
+    typer.echo(f"  {'batch':<10}  {'day':>3}  {'features at':<11}  labels  events")
+    for b in report.batches:
+        labels = "yes" if b.labels_landed else "no"
+        typer.echo(
+            f"  {b.batch_id:<10}  {b.day:>3}  {b.features_at:<11}  {labels:<6}  {', '.join(b.events) or '-'}"
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.add_typer(data_app, name="data")
