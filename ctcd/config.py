@@ -60,8 +60,26 @@ class DatasetConfig(_Strict):
         return self
 
 
+Corruption = Literal[
+    "null_flood",
+    "string_numbers",
+    "out_of_range",
+    "unknown_category",
+    "duplicate_ids",
+    "missing_column",
+    "truncated",
+]
+
+
 class ScenarioEvent(_Strict):
-    """One thing that happens to the built-in stream on a given day (inclusive, 1-based)."""
+    """One thing that happens to the built-in stream from `day` to `until_day` (inclusive, 1-based).
+
+    Without `until_day`, shifts and concept drift last to the end of the stream and a corruption hits one day.
+    covariate_shift: `column` becomes column * scale + shift before labelling (P(y|x) stays).
+    prior_shift: rows are resampled by class so `positive_rate` of them are positive (P(x|y) stays).
+    concept_drift: labels come from classification `function` (0-9).
+    corrupt_batch: the features file is corrupted (`corruption`, default null_flood; `column` optional).
+    """
 
     day: int = Field(ge=1)
     until_day: int | None = None
@@ -71,7 +89,21 @@ class ScenarioEvent(_Strict):
     scale: float | None = None
     positive_rate: float | None = Field(default=None, gt=0, lt=1)
     function: int | None = Field(default=None, ge=0, le=9)
-    corruption: str | None = None
+    corruption: Corruption | None = None
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> ScenarioEvent:
+        if self.until_day is not None and self.until_day < self.day:
+            raise ValueError(f"until_day ({self.until_day}) is before day ({self.day})")
+        if self.kind == "covariate_shift" and (
+            self.column is None or (self.shift, self.scale) == (None, None)
+        ):
+            raise ValueError("a covariate_shift needs a column and a shift and/or a scale")
+        if self.kind == "prior_shift" and self.positive_rate is None:
+            raise ValueError("a prior_shift needs a positive_rate")
+        if self.kind == "concept_drift" and self.function is None:
+            raise ValueError("a concept_drift needs the classification function (0-9) it switches to")
+        return self
 
 
 class StreamConfig(_Strict):
@@ -121,6 +153,7 @@ class TrainingConfig(_Strict):
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    reference_rows: int = Field(default=5000, ge=100, description="training rows kept with the model")
 
 
 class ModelGateConfig(_Strict):
@@ -129,6 +162,9 @@ class ModelGateConfig(_Strict):
     primary_metric: Literal["roc_auc", "accuracy", "f1", "log_loss", "brier"] = "roc_auc"
     floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
     max_regression: float = Field(default=0.005, ge=0)
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="primary-metric gain needed to displace the champion (ties keep it)"
+    )
     slice_max_regression: float = Field(default=0.05, ge=0)
     min_slice_rows: int = Field(default=50, ge=1)
     bootstrap_samples: int = Field(default=300, ge=10)
@@ -136,9 +172,26 @@ class ModelGateConfig(_Strict):
 
 
 class DataGateConfig(_Strict):
-    """Where the Great Expectations suite lives (JSON, id-free, reviewed like code)."""
+    """Where the Great Expectations suite lives (JSON, id-free, reviewed like code), and how it is built."""
 
     suite: Path
+    range_margin: float = Field(
+        default=0.5, ge=0, description="`suite init`: value ranges widened by this share of their span"
+    )
+    stat_tolerance: float = Field(
+        default=0.25, gt=0, description="`suite init`: mean/std warnings beyond this many std / this share"
+    )
+    row_count_tolerance: float = Field(
+        default=0.5, ge=0, lt=1, description="`suite init`: row count within +/- this share of the reference"
+    )
+    null_fraction_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="`suite init`: extra null share allowed where the reference has nulls",
+    )
+    keep_results: int = Field(default=50, ge=1, description="GX validation results and Data Docs pages kept")
+    csv_encoding: str = Field(default="utf-8", description="encoding of CSV batches")
 
 
 class GatesConfig(_Strict):
@@ -163,6 +216,12 @@ class DriftPolicyConfig(_Strict):
         default_factory=lambda: ["performance", "prior_shift", "covariate_shift"]
     )
     report_retention: int = Field(default=10, ge=1, description="HTML reports kept in the workspace")
+    column_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per-feature drift thresholds overriding feature_threshold"
+    )
+    keep_reports: Literal["always", "on_signal", "never"] = Field(
+        default="always", description="when the Evidently HTML report is rendered and kept"
+    )
 
 
 class ServingConfig(_Strict):
@@ -199,12 +258,27 @@ class ScheduleConfig(_Strict):
 
 
 class OrchestrationConfig(_Strict):
-    """Prefect schedules and work pools."""
+    """Prefect schedules and work pools, and the local stack `ctcd up` starts."""
 
     cpu_pool: str = "cpu-pool"
     gpu_pool: str = "gpu-pool"
     schedules: dict[Literal["ingest", "monitor", "training"], ScheduleConfig] = Field(default_factory=dict)
     drift_event: str = "ctcd.drift.detected"
+    host: str = Field(default="127.0.0.1", description="address the local Prefect and MLflow servers bind")
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    prefect_database_url: str | None = Field(
+        default=None, description="e.g. postgresql+asyncpg://user:pw@host:5432/prefect; null: SQLite"
+    )
+    worker_poll_seconds: float = Field(default=5.0, gt=0, description="how often workers ask for runs")
+    startup_timeout_seconds: float = Field(default=90.0, gt=0)
+    project_dir: Path | None = Field(
+        default=None,
+        description="holds flows/ and deployments/prefect.yaml (relative to this file; null: the ctcd checkout)",
+    )
+    dask_address: str | None = Field(
+        default=None, description="a Dask scheduler (tcp://host:8786) for scale-out training; null: local"
+    )
 
 
 class CtcdConfig(_Strict):
