@@ -203,9 +203,13 @@ class DriftPolicyConfig(_Strict):
     """Turns monitoring signals into one decision: retrain, alert or none."""
 
     feature_drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features")
-    numerical_method: str = "wasserstein"
-    categorical_method: str = "jensenshannon"
-    feature_threshold: float = Field(default=0.1, gt=0)
+    numerical_method: str = Field(
+        default="wasserstein", description="Evidently drift method for numerical features, or auto"
+    )
+    categorical_method: str = Field(
+        default="jensenshannon", description="Evidently drift method for categorical features, or auto"
+    )
+    feature_threshold: float = Field(default=0.1, gt=0, description="per-feature threshold of the method")
     prediction_drift_threshold: float = Field(default=0.1, gt=0)
     prior_shift_threshold: float = Field(default=0.1, gt=0, description="absolute change of positive rate")
     accuracy_drop: float = Field(default=0.05, gt=0, description="drop vs. the champion's evaluation")
@@ -232,11 +236,14 @@ class ServingConfig(_Strict):
     workers: int = Field(default=1, ge=1)
     api_key_env: str = "CTCD_API_KEY"
     max_batch_size: int = Field(default=64, ge=1)
-    max_latency_ms: int = Field(default=1000, ge=50)
+    max_latency_ms: int = Field(
+        default=5000, ge=50, description="adaptive batching refuses (503) requests queued longer than this"
+    )
     max_request_rows: int = Field(default=1000, ge=1)
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
     log_flush_rows: int = Field(default=500, ge=1)
     log_flush_seconds: float = Field(default=2.0, gt=0)
+    access_log: bool = Field(default=False, description="BentoML's per-request access log lines")
 
 
 class TrackingConfig(_Strict):

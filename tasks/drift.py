@@ -1,0 +1,314 @@
+"""Monitoring signals: what changed between the champion's reference data and the live window.
+
+Four signals, each a small typed record that says whether it fired and on what evidence:
+covariate shift (per-feature Evidently drift tests), prediction drift (the model's probabilities),
+prior shift (the positive rate of arrived labels) and performance (accuracy on arrived labels against
+the champion's evaluation at promotion). Feature drift alone cannot see concept drift: only performance
+on arriving labels does, so the performance signal also estimates when the drop began.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ctcd.config import DatasetConfig, DriftPolicyConfig
+from ctcd.drift_report import ColumnDrift, ColumnKind, column_drift
+
+PROBABILITY = "probability"
+PREDICTION = "prediction"
+SERVED_AT = "served_at"
+MODEL_VERSION = "model_version"
+DAY = "day"
+SIGNALS = ("covariate_shift", "prediction_drift", "prior_shift", "performance")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class CovariateShift(_Record):
+    """Per-feature drift; fires when the share of drifted features reaches the configured share."""
+
+    columns: list[ColumnDrift]
+    drifted: list[str]
+    share: float
+    threshold: float
+    fired: bool
+
+
+class PredictionDrift(_Record):
+    """Drift of the model's output probabilities between reference and live traffic."""
+
+    evaluated: bool
+    method: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    fired: bool = False
+
+
+class PriorShift(_Record):
+    """Change of the positive-label rate, once enough labels have arrived."""
+
+    evaluated: bool
+    labelled_rows: int
+    reference_rate: float | None = None
+    current_rate: float | None = None
+    change: float | None = None
+    threshold: float
+    fired: bool = False
+
+
+class DailyScore(_Record):
+    """Accuracy of the served predictions of one day, on the rows whose labels have arrived."""
+
+    day: date
+    rows: int
+    accuracy: float
+
+
+class Performance(_Record):
+    """Accuracy (and ROC AUC) on arrived labels against the champion's evaluation at promotion."""
+
+    evaluated: bool
+    labelled_rows: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, float] = Field(default_factory=dict)
+    accuracy_drop: float | None = None
+    threshold: float
+    fired: bool = False
+    onset: date | None = None
+    daily: list[DailyScore] = Field(default_factory=list)
+    note: str | None = None
+
+
+class MonitoringSignals(_Record):
+    """Everything the retraining policy needs to know about one monitored window."""
+
+    window_start: date
+    window_end: date
+    reference_rows: int
+    current_rows: int
+    covariate_shift: CovariateShift
+    prediction_drift: PredictionDrift
+    prior_shift: PriorShift
+    performance: Performance
+
+    @property
+    def fired(self) -> list[str]:
+        """Names of the signals that fired, in a fixed order."""
+        return [name for name in SIGNALS if getattr(self, name).fired]
+
+
+def feature_kinds(dataset: DatasetConfig) -> dict[str, ColumnKind]:
+    """Each feature's drift kind: int-coded categoricals are declared categorical, not numerical."""
+    kinds: dict[str, ColumnKind] = dict.fromkeys(dataset.numerical_features, "numerical")
+    kinds.update(dict.fromkeys(dataset.categorical_features, "categorical"))
+    return kinds
+
+
+def drift_methods(drift: DriftPolicyConfig) -> dict[ColumnKind, str | None]:
+    """The Evidently method per column kind ("auto" lets Evidently choose by reference size)."""
+
+    def method(name: str) -> str | None:
+        return None if name == "auto" else name
+
+    return {"numerical": method(drift.numerical_method), "categorical": method(drift.categorical_method)}
+
+
+def feature_thresholds(dataset: DatasetConfig, drift: DriftPolicyConfig) -> dict[str, float | None]:
+    """The drift threshold of each feature (per-column overrides first)."""
+    return {c: drift.column_thresholds.get(c, drift.feature_threshold) for c in dataset.features}
+
+
+def covariate_shift(
+    reference: pd.DataFrame, current: pd.DataFrame, dataset: DatasetConfig, drift: DriftPolicyConfig
+) -> CovariateShift:
+    """Test every feature for drift; fire when the share of drifted features reaches `feature_drift_share`."""
+    columns = column_drift(
+        reference, current, feature_kinds(dataset), drift_methods(drift), feature_thresholds(dataset, drift)
+    )
+    drifted = [c.column for c in columns if c.drifted]
+    share = len(drifted) / len(columns) if columns else 0.0
+    return CovariateShift(
+        columns=columns,
+        drifted=drifted,
+        share=share,
+        threshold=drift.feature_drift_share,
+        fired=bool(columns) and share >= drift.feature_drift_share,
+    )
+
+
+def prediction_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, drift: DriftPolicyConfig
+) -> PredictionDrift:
+    """Test the distribution of the model's probabilities for drift (numerical method)."""
+    if PROBABILITY not in reference or PROBABILITY not in current:
+        return PredictionDrift(evaluated=False)
+    tests = column_drift(
+        reference,
+        current,
+        {PROBABILITY: "numerical"},
+        drift_methods(drift),
+        {PROBABILITY: drift.prediction_drift_threshold},
+    )
+    if not tests:
+        return PredictionDrift(evaluated=False)
+    test = tests[0]
+    return PredictionDrift(
+        evaluated=True, method=test.method, score=test.score, threshold=test.threshold, fired=test.drifted
+    )
+
+
+def prior_shift(
+    reference: pd.DataFrame, labelled: pd.DataFrame, dataset: DatasetConfig, drift: DriftPolicyConfig
+) -> PriorShift:
+    """Compare the positive rate of arrived labels with the reference's; needs `min_labelled_rows`."""
+    rows = len(labelled)
+    if rows < drift.min_labelled_rows or dataset.target not in reference:
+        return PriorShift(evaluated=False, labelled_rows=rows, threshold=drift.prior_shift_threshold)
+    ref_rate = float((reference[dataset.target] == dataset.positive_label).mean())
+    cur_rate = float((labelled[dataset.target] == dataset.positive_label).mean())
+    change = cur_rate - ref_rate
+    return PriorShift(
+        evaluated=True,
+        labelled_rows=rows,
+        reference_rate=ref_rate,
+        current_rate=cur_rate,
+        change=change,
+        threshold=drift.prior_shift_threshold,
+        fired=abs(change) >= drift.prior_shift_threshold,
+    )
+
+
+def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
+    """The served predictions whose labels have arrived, joined by id, with the serving day in `day`."""
+    key = dataset.id_column
+    known = labels[[key, dataset.target]].dropna().drop_duplicates(subset=key, keep="last")
+    served = predictions[predictions[key].notna()]
+    if dataset.target in served:
+        served = served.drop(columns=[dataset.target])
+    joined = served.merge(known, on=key, how="inner")
+    joined[DAY] = pd.to_datetime(joined[SERVED_AT], utc=True).dt.date
+    return joined
+
+
+def daily_accuracy(labelled: pd.DataFrame, dataset: DatasetConfig) -> list[DailyScore]:
+    """Accuracy of each serving day of the labelled predictions, oldest first."""
+    if labelled.empty:
+        return []
+    correct = labelled[PREDICTION].astype(int) == labelled[dataset.target].astype(int)
+    by_day = correct.groupby(labelled[DAY]).agg(["size", "mean"])
+    return [
+        DailyScore(day=day, rows=int(row["size"]), accuracy=float(row["mean"]))
+        for day, row in by_day.iterrows()
+    ]
+
+
+def latest_days(labelled: pd.DataFrame, days: int) -> pd.DataFrame:
+    """The labelled rows of the latest `days` serving days that have labels."""
+    if labelled.empty:
+        return labelled
+    kept = sorted(labelled[DAY].unique())[-days:]
+    return labelled[labelled[DAY].isin(kept)]
+
+
+def estimate_onset(daily: list[DailyScore], floor: float) -> date | None:
+    """The first day of the latest unbroken run of days whose accuracy is below `floor` (None if the last
+    day is above it): where a retraining window should restart after a concept drift."""
+    onset: date | None = None
+    for score in daily:
+        onset = (onset or score.day) if score.accuracy < floor else None
+    return onset
+
+
+def performance(
+    labelled: pd.DataFrame, baseline: dict[str, float], dataset: DatasetConfig, drift: DriftPolicyConfig
+) -> Performance:
+    """Score the latest `window_days` labelled days against the champion's evaluation; fire on an accuracy
+    drop of at least `accuracy_drop`, and estimate the drop's onset from the daily accuracies."""
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    daily = daily_accuracy(labelled, dataset)
+    base = {k: float(v) for k, v in baseline.items() if isinstance(v, int | float)}
+    recent = latest_days(labelled, drift.window_days)
+    rows = len(recent)
+    common = {"labelled_rows": rows, "baseline": base, "threshold": drift.accuracy_drop, "daily": daily}
+    if rows < drift.min_labelled_rows:
+        return Performance(
+            evaluated=False, note=f"{rows} labelled rows, need {drift.min_labelled_rows}", **common
+        )
+    if "accuracy" not in base:
+        return Performance(evaluated=False, note="the champion's evaluation has no accuracy", **common)
+    y_true = (recent[dataset.target] == dataset.positive_label).astype(int)
+    metrics = {"accuracy": float(accuracy_score(recent[dataset.target].astype(int), recent[PREDICTION]))}
+    if y_true.nunique() == 2 and PROBABILITY in recent:
+        metrics["roc_auc"] = float(roc_auc_score(y_true, recent[PROBABILITY]))
+    drop = base["accuracy"] - metrics["accuracy"]
+    fired = drop >= drift.accuracy_drop
+    floor = base["accuracy"] - drift.accuracy_drop
+    return Performance(
+        evaluated=True,
+        metrics=metrics,
+        accuracy_drop=drop,
+        fired=fired,
+        onset=estimate_onset(daily, floor) if fired else None,
+        **common,
+    )
+
+
+def compute_signals(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    labelled: pd.DataFrame,
+    baseline: dict[str, float],
+    dataset: DatasetConfig,
+    drift: DriftPolicyConfig,
+    window: tuple[date, date],
+    model_version: str | None = None,
+) -> MonitoringSignals:
+    """All four signals of one window.
+
+    `current`: the logged predictions of the window (features, probability, prediction);
+    `labelled`: logged predictions joined with arrived labels (`join_labels`), over the lookback used to
+    date a performance drop; `baseline`: the champion's evaluation metrics at promotion. With
+    `model_version`, prediction drift and performance only look at the rows that version served.
+    """
+    if model_version is not None:
+        current_model = current[current[MODEL_VERSION].astype(str) == model_version]
+        labelled = labelled[labelled[MODEL_VERSION].astype(str) == model_version]
+    else:
+        current_model = current
+    recent = latest_days(labelled, drift.window_days)
+    return MonitoringSignals(
+        window_start=window[0],
+        window_end=window[1],
+        reference_rows=len(reference),
+        current_rows=len(current),
+        covariate_shift=covariate_shift(reference, current, dataset, drift),
+        prediction_drift=prediction_drift(reference, current_model, drift),
+        prior_shift=prior_shift(reference, recent, dataset, drift),
+        performance=performance(labelled, baseline, dataset, drift),
+    )
+
+
+def signal_metrics(signals: MonitoringSignals) -> dict[str, float]:
+    """The signals' numbers, flat, for a metrics store (only those that were evaluated)."""
+    out: dict[str, float] = {
+        "feature_drift_share": signals.covariate_shift.share,
+        "drifted_features": float(len(signals.covariate_shift.drifted)),
+        "current_rows": float(signals.current_rows),
+    }
+    out |= {f"drift_{c.column}": c.score for c in signals.covariate_shift.columns}
+    if signals.prediction_drift.score is not None:
+        out["prediction_drift"] = signals.prediction_drift.score
+    if signals.prior_shift.change is not None:
+        out["prior_shift"] = signals.prior_shift.change
+    perf = signals.performance
+    out["labelled_rows"] = float(perf.labelled_rows)
+    out |= {f"live_{name}": value for name, value in perf.metrics.items()}
+    if perf.accuracy_drop is not None:
+        out["accuracy_drop"] = perf.accuracy_drop
+    return out

@@ -1,0 +1,172 @@
+"""Monitoring signals on windows built in memory: stable, covariate-, prior- and concept-drifted."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctcd.config import DatasetConfig, DriftPolicyConfig
+from tasks.drift import (
+    DailyScore,
+    compute_signals,
+    daily_accuracy,
+    estimate_onset,
+    join_labels,
+    latest_days,
+    performance,
+)
+
+# Deliberately not the default dataset's column names.
+DATASET = DatasetConfig(
+    name="toy",
+    target="label",
+    id_column="row_id",
+    numerical_features=["x1", "x2", "noise"],
+    categorical_features=["colour"],
+)
+POLICY = DriftPolicyConfig(min_labelled_rows=300, window_days=1)
+TODAY = date(2026, 3, 10)
+BASELINE = {"accuracy": 0.95, "roc_auc": 0.99}
+
+
+def make_rows(
+    n: int,
+    seed: int,
+    day: date = TODAY,
+    shift: float = 0.0,
+    positive_rate: float | None = None,
+    concept: bool = False,
+    version: str = "3",
+) -> pd.DataFrame:
+    """Logged predictions with labels: the model knows `x1 + x2 > 0`; 5% label noise."""
+    rng = np.random.default_rng(seed)
+    pool = n * 4 if positive_rate is not None else n
+    x = pd.DataFrame(
+        {
+            "x1": rng.normal(0, 1, pool),
+            "x2": rng.normal(0, 1, pool),
+            "noise": rng.normal(shift, 1, pool),
+            "colour": rng.choice(
+                [0, 1, 2, 3], pool, p=[0.4, 0.3, 0.2, 0.1] if not shift else [0.1, 0.2, 0.3, 0.4]
+            ),
+        }
+    )
+    score = x["x1"] + x["x2"]
+    truth = (x["x2"] - x["x1"] > 0) if concept else (score > 0)
+    flip = rng.random(pool) < 0.05
+    x["label"] = (truth ^ flip).astype(int)
+    if positive_rate is not None:
+        pos = x[x["label"] == 1].head(round(n * positive_rate))
+        neg = x[x["label"] == 0].head(n - len(pos))
+        x = pd.concat([pos, neg]).sample(frac=1, random_state=seed).reset_index(drop=True)
+        score = x["x1"] + x["x2"]
+    x["probability"] = 1 / (1 + np.exp(-4 * score))
+    x["prediction"] = (x["probability"] >= 0.5).astype(int)
+    x["row_id"] = np.arange(len(x)) + seed * 1_000_000
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    x["served_at"] = [start + timedelta(seconds=i) for i in range(len(x))]
+    x["model_version"] = version
+    x["request_id"] = [f"r{seed}-{i}" for i in range(len(x))]
+    return x
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return make_rows(3000, seed=1).drop(columns=["served_at", "model_version", "request_id", "row_id"])
+
+
+def signals_for(reference: pd.DataFrame, days: list[pd.DataFrame]):
+    """Signals when `days` (oldest first) were served and their labels have all arrived."""
+    logged = pd.concat(days, ignore_index=True)
+    labels = logged[["row_id", "label"]]
+    predictions = logged.drop(columns=["label"])
+    current = predictions[pd.to_datetime(predictions["served_at"]).dt.date == TODAY]
+    labelled = join_labels(predictions, labels, DATASET)
+    return compute_signals(
+        reference, current, labelled, BASELINE, DATASET, POLICY, (TODAY, TODAY), model_version="3"
+    )
+
+
+def test_stable_window_fires_nothing(reference):
+    s = signals_for(reference, [make_rows(2000, seed=2)])
+    assert s.fired == []
+    assert s.covariate_shift.drifted == []
+    assert s.prior_shift.evaluated and s.performance.evaluated
+    assert s.performance.metrics["accuracy"] > 0.9
+
+
+def test_covariate_shift_names_the_drifted_features(reference):
+    s = signals_for(reference, [make_rows(2000, seed=3, shift=1.0)])
+    assert s.fired == ["covariate_shift"]
+    assert s.covariate_shift.drifted == ["noise", "colour"]
+    methods = {c.column: c.method for c in s.covariate_shift.columns}
+    # The int-coded categorical is tested as a category, not as a number.
+    assert methods == {
+        "x1": "wasserstein",
+        "x2": "wasserstein",
+        "noise": "wasserstein",
+        "colour": "jensenshannon",
+    }
+
+
+def test_prior_shift_fires_on_the_label_distribution(reference):
+    s = signals_for(reference, [make_rows(2000, seed=4, positive_rate=0.7)])
+    assert "prior_shift" in s.fired
+    assert "performance" not in s.fired
+    assert s.prior_shift.change == pytest.approx(0.2, abs=0.03)
+
+
+def test_concept_drift_is_seen_only_by_performance(reference):
+    before = [make_rows(2000, seed=10 + i, day=TODAY - timedelta(days=3 - i)) for i in range(2)]
+    after = [make_rows(2000, seed=20 + i, day=TODAY - timedelta(days=1 - i), concept=True) for i in range(2)]
+    s = signals_for(reference, before + after)
+    assert s.covariate_shift.drifted == []
+    assert s.fired == ["performance"]
+    assert s.performance.accuracy_drop > 0.3
+    assert s.performance.labelled_rows == 2000  # only the latest `window_days` labelled day is scored
+    # The drop began on the first of the two drifted days: the retraining window restarts there.
+    assert s.performance.onset == TODAY - timedelta(days=1)
+
+
+def test_labels_below_the_minimum_are_not_evaluated(reference):
+    s = signals_for(reference, [make_rows(200, seed=5, concept=True)])
+    assert not s.prior_shift.evaluated and not s.performance.evaluated
+    assert "200 labelled rows" in s.performance.note
+    assert s.fired == []
+
+
+def test_performance_only_counts_the_champions_rows(reference):
+    old = make_rows(2000, seed=6, concept=True, version="2")
+    s = signals_for(reference, [old, make_rows(2000, seed=7)])
+    assert s.performance.labelled_rows == 2000
+    assert not s.performance.fired
+
+
+def test_estimate_onset_takes_the_latest_unbroken_run():
+    d = [TODAY + timedelta(days=i) for i in range(5)]
+    scores = [0.95, 0.5, 0.96, 0.6, 0.55]
+    daily = [DailyScore(day=day, rows=100, accuracy=a) for day, a in zip(d, scores, strict=True)]
+    assert estimate_onset(daily, 0.9) == d[3]
+    assert estimate_onset(daily[:3], 0.9) is None
+    assert estimate_onset([], 0.9) is None
+
+
+def test_daily_accuracy_and_latest_days():
+    rows = pd.concat(
+        [make_rows(400, seed=8, day=TODAY - timedelta(days=1)), make_rows(400, seed=9, concept=True)]
+    )
+    labelled = join_labels(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
+    daily = daily_accuracy(labelled, DATASET)
+    assert [s.day for s in daily] == [TODAY - timedelta(days=1), TODAY]
+    assert daily[0].accuracy > 0.9 > daily[1].accuracy
+    assert len(latest_days(labelled, 1)) == 400
+
+
+def test_performance_without_baseline_accuracy_is_not_evaluated():
+    rows = make_rows(600, seed=11)
+    labelled = join_labels(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
+    p = performance(labelled, {"roc_auc": 0.9}, DATASET, POLICY)
+    assert not p.evaluated and "no accuracy" in p.note
