@@ -347,6 +347,10 @@ def load_config(path: Path | str | None = None) -> CtcdConfig:
     if suite is not None:
         suite_path = Path(suite) if Path(suite).is_absolute() else base / suite
         cfg = cfg.model_copy(
-            update={"gates": cfg.gates.model_copy(update={"data": DataGateConfig(suite=suite_path)})}
+            update={
+                "gates": cfg.gates.model_copy(
+                    update={"data": cfg.gates.data.model_copy(update={"suite": suite_path})}
+                )
+            }
         )
     return cfg

@@ -1,0 +1,426 @@
+"""The data contract as pure functions: bootstrap a suite from a trusted batch, judge GX results by severity.
+
+A suite is the id-free JSON form of a Great Expectations 1.x `ExpectationSuite` (name, expectations with
+`type`, `kwargs`, `meta` and `severity`), stored under `configs/expectations/` and reviewed like code.
+GX treats `severity` as metadata only: `judge` turns a GX result (as a JSON dict) into the decision,
+rejecting a batch when a `critical` expectation failed and passing it with warnings otherwise.
+Nothing here imports great_expectations: these functions take DataFrames and dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ctcd.config import DataGateConfig, DatasetConfig
+from ctcd.errors import UsageError
+
+Severity = Literal["critical", "warning", "info"]
+
+# pandas' nullable dtypes are named by class ("Int64Dtype"): the only spelling GX 1.24 resolves for them.
+INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "Int32Dtype", "Int64Dtype"]
+FLOAT_TYPES = ["float32", "float64", "Float64Dtype"]
+NAIVE_DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
+# GX 1.24 cannot name a tz-aware dtype in a type list; `expect_column_values_to_be_of_type` with the
+# scalar type "Timestamp" matches tz-aware columns (and only them).
+TZ_AWARE_TYPE = "Timestamp"
+
+# Root causes first: a missing column or a changed type explains the failures that follow it.
+_PRIORITY = {
+    "expect_table_columns_to_match_set": 0,
+    "expect_table_row_count_to_be_between": 1,
+    "expect_column_values_to_be_in_type_list": 2,
+    "expect_column_values_to_be_of_type": 2,
+    "expect_column_values_to_not_be_null": 3,
+    "expect_column_values_to_be_unique": 4,
+    "expect_column_values_to_be_in_set": 5,
+    "expect_column_values_to_be_between": 6,
+}
+_REASON_FAILURES = 3  # failures named in the one-line reason
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExpectationFailure(_Record):
+    """One failed expectation, with the evidence a reader needs."""
+
+    expectation: str
+    column: str | None = None
+    severity: Severity = "critical"
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    observed_value: Any = None
+    examples: list[Any] = Field(default_factory=list, description="a few unexpected values")
+    expected: dict[str, Any] = Field(default_factory=dict, description="the expectation's kwargs")
+    error: str | None = Field(default=None, description="why GX could not evaluate it, if it raised")
+
+    def summary(self) -> str:
+        """A short phrase, e.g. `age: 812 unexpected values (40.6%) [expect_column_values_to_be_between]`."""
+        where = self.column or "table"
+        if self.error:
+            what = f"could not be evaluated ({self.error})"
+        elif self.expectation == "expect_table_columns_to_match_set":
+            what = _column_set_difference(self.observed_value, self.expected.get("column_set") or [])
+        elif self.unexpected_count is not None:
+            pct = f" ({self.unexpected_percent:.1f}%)" if self.unexpected_percent is not None else ""
+            eg = f", e.g. {_short(self.examples[:3])}" if self.examples else ""
+            what = f"{self.unexpected_count} unexpected values{pct}{eg}"
+        else:
+            what = f"observed {_short(self.observed_value)}, expected {_expected_range(self.expected)}"
+        return f"{where}: {what} [{self.expectation}]"
+
+
+class ValidationOutcome(_Record):
+    """The data gate's decision for one batch, with the evidence (stored next to the batch)."""
+
+    batch_id: str
+    suite: str
+    accepted: bool
+    gx_success: bool | None = Field(description="GX's own verdict (fails on warnings too); None if unread")
+    reason: str = Field(description="one line: why the batch was rejected, or what it was warned about")
+    rows: int | None = None
+    evaluated: int = 0
+    failures: list[ExpectationFailure] = Field(default_factory=list, description="critical failures")
+    warnings: list[ExpectationFailure] = Field(default_factory=list, description="non-critical failures")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_suite(
+    reference: pd.DataFrame,
+    dataset: DatasetConfig,
+    gate: DataGateConfig,
+    reference_name: str = "reference",
+) -> dict[str, Any]:
+    """Derive an id-free GX suite (as a dict) from a trusted reference batch, like TFX's SchemaGen.
+
+    Critical (reject the batch): exact column set, types, nulls, value ranges widened by
+    `gate.range_margin` of their span, allowed categories, row count, unique non-null ids.
+    Warning (pass, but say so): mean and standard deviation of numeric features within
+    `gate.stat_tolerance` standard deviations / relative change. Same data in, same suite out.
+    """
+    n = len(reference)
+    if n == 0:
+        raise UsageError(f"the reference batch {reference_name} has no rows: pick a clean, non-empty batch")
+    declared = [dataset.id_column, *([dataset.timestamp_column] if dataset.timestamp_column else [])]
+    declared += dataset.features
+    missing = [c for c in declared if c not in reference.columns]
+    if missing:
+        raise UsageError(
+            f"the reference batch {reference_name} lacks columns {missing} that the dataset config declares"
+        )
+    if reference.columns.duplicated().any():
+        raise UsageError(f"the reference batch {reference_name} has duplicated column names")
+
+    columns = [str(c) for c in reference.columns]
+    tol = gate.row_count_tolerance
+    expectations: list[dict[str, Any]] = [
+        _exp(
+            "expect_table_columns_to_match_set",
+            {"column_set": columns, "exact_match": True},
+            "critical",
+            "exactly the reference's columns, in any order",
+        ),
+        _exp(
+            "expect_table_row_count_to_be_between",
+            {"min_value": max(1, math.floor(n * (1 - tol))), "max_value": math.ceil(n * (1 + tol))},
+            "critical",
+            f"reference has {n} rows; +/-{tol:.0%}",
+        ),
+    ]
+    for col in columns:
+        expectations += _column_expectations(reference[col], col, dataset, gate)
+    return {
+        "name": dataset.name,
+        "expectations": expectations,
+        "meta": {
+            "ctcd": {
+                "generated_by": "ctcd suite init",
+                "reference": reference_name,
+                "reference_rows": n,
+                "range_margin": gate.range_margin,
+                "stat_tolerance": gate.stat_tolerance,
+                "note": "severity critical rejects a batch; warning passes it with a warning",
+            }
+        },
+    }
+
+
+def dump_suite(suite: dict[str, Any]) -> str:
+    """The suite as stable, reviewable JSON: two-space indents, lists of plain values on one line."""
+    return _dump(suite, 0) + "\n"
+
+
+def _dump(value: Any, depth: int) -> str:
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {_dump(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return "[\n" + ",\n".join(f"{inner}{_dump(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value)
+
+
+def _exp(kind: str, kwargs: dict[str, Any], severity: Severity, why: str) -> dict[str, Any]:
+    return {"type": kind, "kwargs": kwargs, "meta": {"why": why}, "severity": severity}
+
+
+def _column_expectations(
+    s: pd.Series, col: str, dataset: DatasetConfig, gate: DataGateConfig
+) -> list[dict[str, Any]]:
+    out = [_type_expectation(s, col)]
+    null_fraction = float(s.isna().mean())
+    if null_fraction == 0.0 or col == dataset.id_column:
+        out.append(
+            _exp("expect_column_values_to_not_be_null", {"column": col}, "critical", "no nulls in reference")
+        )
+    else:
+        allowed = min(1.0, null_fraction + gate.null_fraction_margin)
+        mostly = math.floor((1.0 - allowed) * 1000) / 1000
+        out.append(
+            _exp(
+                "expect_column_values_to_not_be_null",
+                {"column": col, "mostly": mostly},
+                "critical",
+                f"reference null fraction {null_fraction:.3f}; at most {allowed:.3f} allowed",
+            )
+        )
+    if col == dataset.id_column:
+        out.append(_exp("expect_column_values_to_be_unique", {"column": col}, "critical", "the id column"))
+        return out
+    values = s.dropna()
+    if col in dataset.categorical_features:
+        allowed_values = sorted(_plain(v) for v in values.unique())
+        out.append(
+            _exp(
+                "expect_column_values_to_be_in_set",
+                {"column": col, "value_set": allowed_values},
+                "critical",
+                "categories seen in the reference",
+            )
+        )
+    elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and len(values):
+        out += _numeric_expectations(values.astype("float64"), col, pd.api.types.is_integer_dtype(s), gate)
+    return out
+
+
+def _type_expectation(s: pd.Series, col: str) -> dict[str, Any]:
+    dtype = s.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return _exp(
+            "expect_column_values_to_be_of_type",
+            {"column": col, "type_": TZ_AWARE_TYPE},
+            "critical",
+            f"reference dtype {dtype} (tz-aware timestamps)",
+        )
+    if pd.api.types.is_bool_dtype(dtype):
+        types = ["bool", "BooleanDtype"]
+    elif pd.api.types.is_integer_dtype(dtype):
+        types = INT_TYPES
+    elif pd.api.types.is_float_dtype(dtype):
+        # Whole-number floats may come back as integers (e.g. from CSV): widening is harmless.
+        types = FLOAT_TYPES + INT_TYPES
+    elif pd.api.types.is_datetime64_dtype(dtype):
+        types = NAIVE_DATETIME_TYPES
+    else:
+        types = ["str", "StringDtype"]
+    return _exp(
+        "expect_column_values_to_be_in_type_list",
+        {"column": col, "type_list": types},
+        "critical",
+        f"reference dtype {dtype}",
+    )
+
+
+def _numeric_expectations(
+    values: pd.Series, col: str, integer: bool, gate: DataGateConfig
+) -> list[dict[str, Any]]:
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    low = lo - gate.range_margin * span
+    if lo >= 0 > low:
+        low = 0.0  # a quantity that was never negative stays non-negative
+    high = hi + gate.range_margin * span
+    low, high = _round_out(low, down=True), _round_out(high, down=False)
+    if integer:
+        low, high = math.floor(low), math.ceil(high)
+    mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    spread = gate.stat_tolerance * std if std > 0 else max(abs(mean) * gate.stat_tolerance, 1e-9)
+    return [
+        _exp(
+            "expect_column_values_to_be_between",
+            {"column": col, "min_value": low, "max_value": high},
+            "critical",
+            f"reference range [{_num(lo)}, {_num(hi)}] widened by {gate.range_margin:.0%} of its span",
+        ),
+        _exp(
+            "expect_column_mean_to_be_between",
+            {
+                "column": col,
+                "min_value": _round_out(mean - spread, down=True),
+                "max_value": _round_out(mean + spread, down=False),
+            },
+            "warning",
+            f"reference mean {_num(mean)} +/- {gate.stat_tolerance:g} std",
+        ),
+        _exp(
+            "expect_column_stdev_to_be_between",
+            {
+                "column": col,
+                "min_value": _round_out(std * (1 - gate.stat_tolerance), down=True),
+                "max_value": _round_out(std * (1 + gate.stat_tolerance), down=False),
+            },
+            "warning",
+            f"reference std {_num(std)} +/- {gate.stat_tolerance:.0%}",
+        ),
+    ]
+
+
+def _round_out(x: float, down: bool, digits: int = 4) -> float:
+    """Round to `digits` significant digits away from the inside of a bound (readable, never tighter)."""
+    if x == 0 or not math.isfinite(x):
+        return float(x)
+    scale = 10 ** (math.floor(math.log10(abs(x))) - digits + 1)
+    r = (math.floor if down else math.ceil)(x / scale) * scale
+    return float(f"{r:.{digits}g}")
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-friendly Python scalar (numpy ints become int, and so on)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# --------------------------------------------------------------------------- judging results
+
+
+def judge(result: dict[str, Any], batch_id: str, rows: int | None = None) -> ValidationOutcome:
+    """Decide on a batch from a GX suite validation result (its JSON dict): critical failures reject it."""
+    failures: list[ExpectationFailure] = []
+    for item in result.get("results", []):
+        if item.get("success"):
+            continue
+        failures.append(_failure(item))
+    failures.sort(key=lambda f: (_PRIORITY.get(f.expectation, 9), f.column or ""))
+    critical = [f for f in failures if f.severity == "critical"]
+    warnings = [f for f in failures if f.severity != "critical"]
+    accepted = not critical
+    return ValidationOutcome(
+        batch_id=batch_id,
+        suite=str(result.get("suite_name") or ""),
+        accepted=accepted,
+        gx_success=bool(result.get("success")),
+        reason=_reason(critical, warnings),
+        rows=rows,
+        evaluated=int(result.get("statistics", {}).get("evaluated_expectations") or 0),
+        failures=critical,
+        warnings=warnings,
+    )
+
+
+def unreadable(batch_id: str, suite: str, why: str) -> ValidationOutcome:
+    """The decision for a file that could not be read as a table: rejected, with the read error as reason."""
+    return ValidationOutcome(
+        batch_id=batch_id,
+        suite=suite,
+        accepted=False,
+        gx_success=None,
+        reason=f"rejected: unreadable: {why}",
+    )
+
+
+def failure_lines(batch_id: str, failures: Iterable[ExpectationFailure]) -> list[str]:
+    """One line per failed expectation: severity, column, expectation, unexpected count/percent, observed."""
+    lines = []
+    for f in failures:
+        count = "-" if f.unexpected_count is None else str(f.unexpected_count)
+        pct = "" if f.unexpected_percent is None else f" ({f.unexpected_percent:.2f}%)"
+        observed = f.error or _short(f.observed_value if f.observed_value is not None else f.examples[:3])
+        lines.append(
+            f"{batch_id}  {f.severity:<8} {f.column or '(table)':<16} {f.expectation}  "
+            f"unexpected={count}{pct}  observed={observed}"
+        )
+    return lines
+
+
+def _failure(item: dict[str, Any]) -> ExpectationFailure:
+    config = item.get("expectation_config") or {}
+    kwargs = dict(config.get("kwargs") or {})
+    res = item.get("result") or {}
+    exc = item.get("exception_info") or {}
+    error = None
+    # A missing column makes GX raise per metric; the info is then keyed by metric id.
+    infos = [exc] if "raised_exception" in exc else [v for v in exc.values() if isinstance(v, dict)]
+    for info in infos:
+        if info.get("raised_exception"):
+            error = (str(info.get("exception_message") or "exception").strip().splitlines() or [""])[0][:160]
+            break
+    severity = str(config.get("severity") or "critical")
+    return ExpectationFailure(
+        expectation=str(config.get("type") or "unknown"),
+        column=kwargs.get("column"),
+        severity=severity if severity in ("critical", "warning", "info") else "critical",
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=res.get("unexpected_percent"),
+        observed_value=_clip(res.get("observed_value")),
+        examples=list(res.get("partial_unexpected_list") or [])[:5],
+        expected={k: _clip(v) for k, v in kwargs.items() if k not in ("column", "batch_id")},
+        error=error,
+    )
+
+
+def _reason(critical: list[ExpectationFailure], warnings: list[ExpectationFailure]) -> str:
+    if critical:
+        named = "; ".join(f.summary() for f in critical[:_REASON_FAILURES])
+        more = f" (+{len(critical) - _REASON_FAILURES} more)" if len(critical) > _REASON_FAILURES else ""
+        return f"rejected: {len(critical)} critical expectation(s) failed: {named}{more}"
+    if warnings:
+        named = "; ".join(f.summary() for f in warnings[:_REASON_FAILURES])
+        more = f" (+{len(warnings) - _REASON_FAILURES} more)" if len(warnings) > _REASON_FAILURES else ""
+        return f"accepted with {len(warnings)} warning(s): {named}{more}"
+    return "accepted: every expectation passed"
+
+
+def _column_set_difference(observed: Any, expected: Iterable[str]) -> str:
+    seen = set(observed or [])
+    want = set(expected)
+    parts = []
+    if want - seen:
+        parts.append(f"missing columns {sorted(want - seen)}")
+    if seen - want:
+        parts.append(f"unexpected columns {sorted(seen - want)}")
+    return ", ".join(parts) or f"columns {sorted(seen)}"
+
+
+def _expected_range(kwargs: dict[str, Any]) -> str:
+    if "min_value" in kwargs or "max_value" in kwargs:
+        return f"[{_short(kwargs.get('min_value'))}, {_short(kwargs.get('max_value'))}]"
+    if "type_list" in kwargs:
+        return f"one of {_short(kwargs['type_list'])}"
+    if "type_" in kwargs:
+        return str(kwargs["type_"])
+    return _short(kwargs)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip(value: Any, limit: int = 50) -> Any:
+    """Long lists (column sets, value sets) stay readable in records: keep the first `limit` items."""
+    if isinstance(value, list) and len(value) > limit:
+        return [*value[:limit], f"... {len(value) - limit} more"]
+    return value
