@@ -30,3 +30,15 @@ def config_path() -> Path | None:
     """The config file named by `CTCD_CONFIG` (used by servers and workers that ctcd starts)."""
     value = os.environ.get("CTCD_CONFIG")
     return Path(value) if value else None
+
+
+def server_environment(
+    config: Path | None, home: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a server ctcd starts: this one plus CTCD_CONFIG, CTCD_HOME and `extra`."""
+    env = dict(os.environ)
+    if config is not None:
+        env["CTCD_CONFIG"] = str(config)
+    env["CTCD_HOME"] = str(home)
+    env.update(extra or {})
+    return env

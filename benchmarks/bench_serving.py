@@ -1,0 +1,265 @@
+"""Serving benchmark: single-row requests at 16 concurrent connections, in one run, against
+
+  (a) ctcd's BentoML service (`ctcd.serving.service`, adaptive batching, config `serving:` settings),
+  (b) `mlflow models serve --env-manager local` on the same registered model version (the peer),
+  (c) raw in-process `predict_proba` on a one-row DataFrame (the limit: no HTTP at all).
+
+The model is an XGBoost classifier with the default config's parameters, trained on synthetic rows that
+satisfy the data contract, registered in a throw-away workspace. Load comes from `wrk` when installed
+(`apt-get install -y wrk`), else from a small asyncio/httpx generator (which itself costs CPU: numbers are
+then lower). Run: `.venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--connections 16]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ctcd import registry  # noqa: E402
+from ctcd.config import CtcdConfig, load_config  # noqa: E402
+from ctcd.net import free_port, wait_http  # noqa: E402
+from ctcd.serving.schema import contract_rules  # noqa: E402
+from ctcd.workspace import Workspace  # noqa: E402
+
+
+def synthetic_rows(cfg: CtcdConfig, n: int, seed: int = 0) -> pd.DataFrame:
+    """Rows inside the data contract (or generic ranges without one), as float64."""
+    rng = np.random.default_rng(seed)
+    rules = contract_rules(cfg.gates.data.suite)
+    data = {}
+    for name in cfg.dataset.features:
+        rule = rules.get(name)
+        if rule is not None and rule.allowed:
+            data[name] = rng.choice(np.asarray(rule.allowed, dtype="float64"), n)
+        else:
+            low = rule.min_value if rule and rule.min_value is not None else 0.0
+            high = rule.max_value if rule and rule.max_value is not None else low + 100.0
+            data[name] = rng.uniform(low, high, n)
+    return pd.DataFrame(data)[cfg.dataset.features]
+
+
+def register_champion(cfg: CtcdConfig, ws: Workspace) -> registry.ModelRef:
+    """Train and register an XGBoost model like the real champion, and make it the champion."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from xgboost import XGBClassifier
+
+    registry.connect(cfg, ws)
+    x = synthetic_rows(cfg, 5000)
+    first = cfg.dataset.numerical_features[0]
+    y = (x[first] > x[first].median()).astype(int)
+    params = {
+        k: v for k, v in cfg.model.params.items() if k in ("n_estimators", "max_depth", "learning_rate")
+    }
+    model = XGBClassifier(**params, n_jobs=1).fit(x, y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=cfg.registered_model_name,
+            signature=infer_signature(x, y),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            pip_requirements=["scikit-learn", "xgboost"],
+        )
+    ref = registry.version(cfg, ws, info.registered_model_version)
+    registry.move_alias(cfg, ws, registry.CHAMPION, ref, reason="benchmark")
+    return ref
+
+
+def one_row(cfg: CtcdConfig) -> dict:
+    """One request row as JSON values (categories as ints)."""
+    row = synthetic_rows(cfg, 1, seed=1).iloc[0].to_dict()
+    return {k: int(v) if k in cfg.dataset.categorical_features else float(v) for k, v in row.items()}
+
+
+def run_wrk(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+    """Drive `url` with wrk (POST JSON); return req/s, p50 and p99 in ms."""
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {json.dumps(json.dumps(body))}",
+        'wrk.headers["Content-Type"] = "application/json"',
+        *[f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()],
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_httpx(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+    """The same measurement with an asyncio/httpx generator, for machines without wrk."""
+
+    async def main() -> dict:
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    start = time.perf_counter()
+                    response = await client.post(url, json=body)
+                    latencies.append(time.perf_counter() - start)
+                    errors += response.status_code != 200
+
+            begin = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            elapsed = time.perf_counter() - begin
+        ms = np.asarray(latencies) * 1e3
+        return {
+            "rps": len(ms) / elapsed,
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "errors": errors,
+            "socket_errors": "",
+        }
+
+    return asyncio.run(main())
+
+
+def measure(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+    """Warm up for a few seconds, then measure."""
+    drive = run_wrk if shutil.which("wrk") else run_httpx
+    drive(url, body, 3, connections, headers)
+    return drive(url, body, seconds, connections, headers)
+
+
+def measure_in_process(model: object, frame: pd.DataFrame, seconds: float) -> dict:
+    """Back-to-back predict_proba calls on a one-row DataFrame in this process (one thread)."""
+    for _ in range(50):
+        model.predict_proba(frame)
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        model.predict_proba(frame)
+        latencies.append(time.perf_counter() - start)
+    ms = np.asarray(latencies) * 1e3
+    return {"rps": 1e3 / ms.mean(), "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+
+
+def start_mlflow(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, port: int) -> subprocess.Popen:
+    """`mlflow models serve --env-manager local -w 1` on the same registered version."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri(cfg, ws),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    cmd = [
+        *[str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", ref.uri],
+        *["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+    ]
+    log = (ws.logs / "mlflow-serve.log").open("wb")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main() -> None:
+    """Run the three measurements and print req/s, p50, p99 and the ratios."""
+    import signal
+
+    from ctcd.serving.server import start_server
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None, help="BentoML workers (default: the config's)")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="ctcd-bench-"))
+    raw = yaml.safe_load((REPO / "configs" / "default.yaml").read_text(encoding="utf-8"))
+    raw["gates"]["data"]["suite"] = str(load_config(REPO / "configs" / "default.yaml").gates.data.suite)
+    raw["serving"] = {**raw["serving"], "port": free_port()}
+    if args.workers:
+        raw["serving"]["workers"] = args.workers
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    os.environ["CTCD_HOME"] = str(root / "home")
+    os.environ.pop(raw["serving"]["api_key_env"], None)  # measure without the API key check's cost
+    cfg = load_config(config)
+    ws = Workspace.open(root / "home")
+    ref = register_champion(cfg, ws)
+    row = one_row(cfg)
+    tool = "wrk" if shutil.which("wrk") else "asyncio/httpx"
+    print(f"model: XGBoost {cfg.model.params}, version {ref.version}; load: {tool}, {args.connections} conns")
+
+    results: dict[str, dict] = {}
+    model = registry.load_model(cfg, ws, ref)
+    results["in-process predict_proba"] = measure_in_process(
+        model, pd.DataFrame([row], columns=cfg.dataset.features, dtype="float64"), 5.0
+    )
+    print("in-process:", results["in-process predict_proba"], flush=True)
+
+    handle = start_server(cfg, ws, cfg.serving.port, timeout=300)
+    try:
+        results[f"ctcd BentoML ({cfg.serving.workers} worker)"] = measure(
+            f"{handle.url}/predict", {"rows": [row]}, args.seconds, args.connections, {}
+        )
+        print("ctcd:", results[f"ctcd BentoML ({cfg.serving.workers} worker)"], flush=True)
+    finally:
+        handle.stop()
+
+    mlflow_port = free_port()
+    peer = start_mlflow(cfg, ws, ref, mlflow_port)
+    try:
+        wait_http(f"http://127.0.0.1:{mlflow_port}/ping", timeout=300)
+        results["mlflow models serve (-w 1)"] = measure(
+            f"http://127.0.0.1:{mlflow_port}/invocations",
+            {"dataframe_records": [row]},
+            args.seconds,
+            args.connections,
+            {},
+        )
+    finally:
+        os.killpg(peer.pid, signal.SIGTERM)
+        peer.wait(timeout=30)
+
+    print(f"\n{'server':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, r in results.items():
+        print(f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r.get('errors', 0):7}")
+    ours = next(r for n, r in results.items() if n.startswith("ctcd"))
+    peer_r = results["mlflow models serve (-w 1)"]
+    limit = results["in-process predict_proba"]
+    speedup, faster = ours["rps"] / peer_r["rps"], peer_r["p50"] / ours["p50"]
+    print(f"\nctcd / mlflow: {speedup:.1f}x req/s, p50 {faster:.1f}x lower")
+    print(f"ctcd / in-process limit: {ours['rps'] / limit['rps']:.2f}x req/s")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

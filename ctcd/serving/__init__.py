@@ -1,0 +1,1 @@
+"""Serving the champion with BentoML: request schema, service, server process, deployment."""

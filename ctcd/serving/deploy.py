@@ -1,0 +1,225 @@
+"""Deployment steps: build the Bento, smoke-test a candidate in a real server, switch the live server.
+
+The smoke test is TFX's InfraValidator idea: the candidate version runs in its own `bentoml serve` on a
+free port, answers held-out rows over HTTP, and must give the same probabilities as the registered model
+offline. The switch is a guarded in-process reload of the live server (`POST /admin/reload`): each worker
+loads the new version beside the old one, checks it, and swaps one reference, so no request fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from pydantic import BaseModel
+
+from ctcd import registry, settings
+from ctcd.errors import CtcdError, DependencyUnavailable, WorkFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctcd.config import CtcdConfig
+    from ctcd.workspace import Workspace
+
+BENTOFILE = Path(__file__).resolve().parents[2] / "deployments" / "bentofile.yaml"
+SMOKE_ROWS = 200
+SMOKE_TOLERANCE = 1e-6
+SWITCH_TIMEOUT = 120.0
+
+
+class SmokeResult(BaseModel):
+    """The serving smoke test's decision and its evidence."""
+
+    version: str
+    rows: int
+    max_abs_difference: float | None = None
+    labels_match: bool = False
+    passed: bool
+    error: str | None = None
+
+
+def api_headers(cfg: CtcdConfig) -> dict[str, str]:
+    """Request headers carrying the API key, when one is configured."""
+    key = settings.api_key(cfg.serving.api_key_env)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def holdout_rows(
+    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, limit: int = SMOKE_ROWS
+) -> pd.DataFrame:
+    """Rows to smoke-test with: the version's reference sample, else the newest validated batch."""
+    import pandas as pd
+
+    features = cfg.dataset.features
+    frame: pd.DataFrame | None = None
+    try:
+        frame = registry.load_reference(cfg, ws, ref)
+    except Exception:
+        batches = sorted(ws.validated.glob(f"*.{cfg.dataset.file_format}"))
+        if batches:
+            path = batches[-1]
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if frame is None or not set(features) <= set(frame.columns):
+        raise WorkFailed(
+            f"model version {ref.version} has no {registry.REFERENCE_ARTIFACT} and the workspace has no "
+            "validated batch to smoke-test it with: run `ctcd ingest` first"
+        )
+    frame = frame.dropna(subset=features)
+    return frame.head(limit).reset_index(drop=True)
+
+
+def request_rows(cfg: CtcdConfig, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON request rows from a DataFrame: the features, and the id column when present."""
+    columns = [*cfg.dataset.features]
+    if cfg.dataset.id_column in frame.columns:
+        columns.append(cfg.dataset.id_column)
+    records = frame[columns].to_dict("records")
+    for record in records:
+        for key, value in record.items():
+            if hasattr(value, "item"):
+                record[key] = value.item()  # numpy scalars to plain JSON numbers
+    return records
+
+
+def offline_probabilities(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, frame: pd.DataFrame) -> Any:
+    """The registered model's probability of the positive label, computed in this process."""
+    import numpy as np
+
+    model = registry.load_model(cfg, ws, ref)
+    classes = np.asarray(model.classes_)
+    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
+    if len(matches) != 1:
+        raise WorkFailed(
+            f"model version {ref.version} predicts classes {classes.tolist()}, "
+            f"which lack positive_label {cfg.dataset.positive_label}"
+        )
+    proba = model.predict_proba(frame[cfg.dataset.features].astype("float64"))
+    return proba[:, int(matches[0])], classes[proba.argmax(axis=1)]
+
+
+def predict_over_http(cfg: CtcdConfig, url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Score rows through `/predict_batch`, in chunks the server accepts."""
+    out: list[dict[str, Any]] = []
+    step = cfg.serving.max_request_rows
+    with httpx.Client(base_url=url, headers=api_headers(cfg), timeout=60.0) as client:
+        for start in range(0, len(rows), step):
+            response = client.post("/predict_batch", json={"rows": rows[start : start + step]})
+            if response.status_code != 200:
+                raise WorkFailed(
+                    f"{url}/predict_batch answered {response.status_code}: {response.text[:300]}"
+                )
+            out.extend(response.json())
+    return out
+
+
+def smoke_test(
+    cfg: CtcdConfig,
+    ws: Workspace,
+    ref: registry.ModelRef,
+    frame: pd.DataFrame,
+    tolerance: float = SMOKE_TOLERANCE,
+) -> SmokeResult:
+    """Serve `ref` in a second real server on a free port and compare its answers with offline ones."""
+    import numpy as np
+
+    from ctcd.net import free_port
+    from ctcd.serving.server import start_server
+
+    try:
+        expected, labels = offline_probabilities(cfg, ws, ref, frame)
+        handle = start_server(
+            cfg, ws, free_port(), host="127.0.0.1", version=ref.version, log_predictions=False
+        )
+    except CtcdError as exc:
+        return SmokeResult(version=ref.version, rows=len(frame), passed=False, error=str(exc))
+    try:
+        answers = predict_over_http(cfg, handle.url, request_rows(cfg, frame))
+    except (CtcdError, httpx.HTTPError) as exc:
+        return SmokeResult(version=ref.version, rows=len(frame), passed=False, error=str(exc))
+    finally:
+        handle.stop()
+    served = np.array([a["probability"] for a in answers], dtype="float64")
+    diff = float(np.max(np.abs(served - expected))) if len(served) else 0.0
+    labels_match = [a["prediction"] for a in answers] == [int(v) for v in labels]
+    versions = {a["model_version"] for a in answers}
+    passed = len(answers) == len(frame) and diff <= tolerance and labels_match and versions == {ref.version}
+    error = (
+        None
+        if passed
+        else f"served answers differ from offline ones (max |diff| {diff:.2e}, versions {versions})"
+    )
+    return SmokeResult(
+        version=ref.version,
+        rows=len(frame),
+        max_abs_difference=diff,
+        labels_match=labels_match,
+        passed=passed,
+        error=error,
+    )
+
+
+def live_model(url: str) -> dict[str, Any] | None:
+    """What the live server at `url` serves (`GET /model`), or None when nothing answers there."""
+    try:
+        response = httpx.get(f"{url}/model", timeout=3.0)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def switch_live(cfg: CtcdConfig, url: str, version: str, timeout: float = SWITCH_TIMEOUT) -> dict[str, Any]:
+    """Reload the live server to `version`, wait until it answers with it, and return the reload reply."""
+    try:
+        response = httpx.post(
+            f"{url}/admin/reload", json={"version": version}, headers=api_headers(cfg), timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise DependencyUnavailable(f"the live server at {url} did not answer the reload: {exc}") from exc
+    if response.status_code != 200:
+        raise WorkFailed(
+            f"the live server at {url} refused to reload to version {version}: {response.text[:300]}"
+        )
+    # Every worker follows the reload channel; ask until several answers in a row come from the new version.
+    deadline = time.monotonic() + timeout
+    in_a_row = 0
+    while in_a_row < 3 * cfg.serving.workers:
+        if time.monotonic() > deadline:
+            raise WorkFailed(
+                f"the live server at {url} still answers with another version after {timeout:.0f}s"
+            )
+        info = live_model(url) or {}
+        in_a_row = in_a_row + 1 if info.get("version") == version else 0
+        time.sleep(0.1)
+    return response.json()
+
+
+def build_bento(cfg: CtcdConfig, ws: Workspace, version: str) -> str:
+    """Build the Bento from `deployments/bentofile.yaml` with `version` pinned; return its tag."""
+    from ctcd.serving.server import REPO_ROOT, server_environment
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "build",
+        "-f",
+        str(BENTOFILE),
+        "--arg",
+        f"version={version}",
+        "--label",
+        f"model_version={version}",
+        "-o",
+        "tag",
+        str(REPO_ROOT),
+    ]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=server_environment(cfg, ws), capture_output=True, text=True)
+    tags = [line.split("__tag__:", 1)[1].strip() for line in done.stdout.splitlines() if "__tag__:" in line]
+    if done.returncode != 0 or not tags:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise WorkFailed(f"`bentoml build` failed for model version {version}: {tail[0][:300]}")
+    return tags[-1]

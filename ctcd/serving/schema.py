@@ -1,0 +1,149 @@
+"""Request and response models of the prediction service, generated from the dataset config.
+
+Each feature becomes a typed, required field: numerical features are finite floats, categorical features
+are finite floats too unless the data contract lists their allowed values. The data contract is the Great
+Expectations suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a
+range and `expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses
+(`mostly` < 1) or only warn (`severity: warning`) do not reject requests. Without a suite, types only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ctcd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ctcd.config import CtcdConfig
+
+AS_OF_FIELD = "as_of"
+RESPONSE_FIELDS = ("request_id", "probability", "prediction", "model_version")
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """What the data contract allows for one column."""
+
+    min_value: float | None = None
+    max_value: float | None = None
+    allowed: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ServingSchema:
+    """The generated pydantic models: one request row and one prediction."""
+
+    row: type[BaseModel]
+    prediction: type[BaseModel]
+    features: tuple[str, ...]
+    id_column: str
+
+
+def contract_rules(suite_path: Path | None) -> dict[str, ColumnRule]:
+    """Ranges and allowed values per column from a GX suite JSON file ({} when the file does not exist)."""
+    if suite_path is None or not Path(suite_path).is_file():
+        return {}
+    try:
+        suite = json.loads(Path(suite_path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{suite_path}: the expectation suite is not valid JSON: {exc}") from exc
+    rules: dict[str, ColumnRule] = {}
+    for exp in suite.get("expectations", []) if isinstance(suite, dict) else []:
+        kind = exp.get("type") or exp.get("expectation_type")
+        kwargs = exp.get("kwargs") or {}
+        column = kwargs.get("column")
+        if not column or not _is_hard(exp, kwargs):
+            continue
+        rule = rules.get(column, ColumnRule())
+        if kind == "expect_column_values_to_be_between":
+            rule = ColumnRule(
+                min_value=_tighter(rule.min_value, kwargs.get("min_value"), max),
+                max_value=_tighter(rule.max_value, kwargs.get("max_value"), min),
+                allowed=rule.allowed,
+            )
+        elif kind == "expect_column_values_to_be_in_set" and kwargs.get("value_set"):
+            rule = ColumnRule(rule.min_value, rule.max_value, tuple(kwargs["value_set"]))
+        else:
+            continue
+        rules[column] = rule
+    return rules
+
+
+def _is_hard(expectation: dict[str, Any], kwargs: dict[str, Any]) -> bool:
+    # A request is one row: an expectation that tolerates some misses cannot reject a single row.
+    mostly = kwargs.get("mostly")
+    return expectation.get("severity", "critical") != "warning" and (mostly is None or float(mostly) >= 1.0)
+
+
+def _tighter(current: float | None, new: Any, pick: Any) -> float | None:
+    if new is None:
+        return current
+    return float(new) if current is None else pick(current, float(new))
+
+
+def _feature_type(rule: ColumnRule | None) -> Any:
+    if rule is not None and rule.allowed:
+        return Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
+    bounds: dict[str, float] = {}
+    if rule is not None and rule.min_value is not None:
+        bounds["ge"] = rule.min_value
+    if rule is not None and rule.max_value is not None:
+        bounds["le"] = rule.max_value
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
+
+
+def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) -> ServingSchema:
+    """The request row and prediction models for `cfg.dataset` (rules: from the suite when None)."""
+    ds = cfg.dataset
+    rules = contract_rules(cfg.gates.data.suite) if rules is None else rules
+    clashes = {ds.id_column, AS_OF_FIELD, *RESPONSE_FIELDS} & set(ds.features)
+    if ds.id_column in (AS_OF_FIELD, *RESPONSE_FIELDS) or clashes:
+        raise ConfigError(
+            f"dataset columns {sorted(clashes | {ds.id_column})} clash with the serving fields "
+            f"{[AS_OF_FIELD, *RESPONSE_FIELDS]}: rename them in the dataset config"
+        )
+    row_fields: dict[str, Any] = {name: (_feature_type(rules.get(name)), ...) for name in ds.features}
+    row_fields[ds.id_column] = (
+        str | int | None,
+        Field(default=None, description="the row's id, stored with the prediction so labels can join"),
+    )
+    row_fields[AS_OF_FIELD] = (
+        date | None,
+        Field(
+            default=None,
+            description="replay only: the day this prediction is logged under (served_at keeps the time)",
+        ),
+    )
+    row = create_model(  # type: ignore[call-overload]
+        "Row",
+        __config__=ConfigDict(extra="forbid", title="Row"),
+        __doc__=f"One {ds.name} row to score.",
+        **row_fields,
+    )
+    prediction = create_model(  # type: ignore[call-overload]
+        "Prediction",
+        __doc__="The model's answer for one row.",
+        request_id=(str, Field(description="unique id of this prediction in the prediction log")),
+        probability=(float, Field(description=f"probability of label {ds.positive_label}")),
+        prediction=(int, Field(description="the predicted label")),
+        model_version=(str, Field(description="the registered model version that answered")),
+        **{ds.id_column: (str | int | None, None)},
+    )
+    return ServingSchema(row=row, prediction=prediction, features=tuple(ds.features), id_column=ds.id_column)
+
+
+def rows_to_frame(rows: list[BaseModel], features: tuple[str, ...]) -> pd.DataFrame:
+    """The model input for validated rows: one float64 column per feature, in config order."""
+    import numpy as np
+    import pandas as pd
+
+    values = np.array([[getattr(r, f) for f in features] for r in rows], dtype="float64")
+    return pd.DataFrame(values.reshape(len(rows), len(features)), columns=list(features))

@@ -1,0 +1,243 @@
+"""Start, wait for and stop a real `bentoml serve` process of the champion service.
+
+The server runs as its own process group, logs to `$CTCD_HOME/logs/serving-<port>.log`, and gets its
+config and workspace through `CTCD_CONFIG` / `CTCD_HOME`, `OMP_NUM_THREADS=1` (XGBoost threads would fight
+the server's), and BentoML's home inside the workspace. `stop()` sends SIGTERM first, so workers write
+their buffered predictions before they exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from ctcd import settings
+from ctcd.errors import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from ctcd.config import CtcdConfig
+    from ctcd.workspace import Workspace
+
+SERVICE_TARGET = "ctcd.serving.service:ChampionService"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 120.0
+PID_FILE = "serving.pid"
+
+
+@dataclass
+class ServerHandle:
+    """A running `bentoml serve` process and where it answers."""
+
+    url: str
+    pid: int
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def alive(self) -> bool:
+        """Whether the server process still runs."""
+        if self.process is not None:
+            return self.process.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT, probe: str = "/readyz") -> None:
+        """Block until `probe` answers 200; raise DependencyUnavailable with the log's tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise DependencyUnavailable(
+                    f"the prediction server on port {self.port} exited during startup; "
+                    f"see {self.log_path}: {_tail(self.log_path)}"
+                )
+            try:
+                if httpx.get(f"{self.url}{probe}", timeout=2.0).status_code == 200:
+                    return
+                info = httpx.get(f"{self.url}/model", timeout=2.0).json()
+            except (httpx.HTTPError, ValueError):
+                info = {}
+            if info.get("pinned") and info.get("reload_error"):
+                raise DependencyUnavailable(
+                    f"the prediction server on port {self.port}: {info['reload_error']}"
+                )
+            time.sleep(0.3)
+        raise DependencyUnavailable(
+            f"the prediction server on port {self.port} was not ready in {timeout:.0f}s; see {self.log_path}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server gracefully (SIGTERM), then by force after `timeout` seconds."""
+        if not self.alive():
+            return
+        _signal_group(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.1)
+        if self.alive():
+            _signal_group(self.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-lines:])[-600:]
+
+
+def reload_channel(ws: Workspace, port: int) -> Path:
+    """The file through which a reload request reaches every worker of the server on `port`."""
+    return ws.run / f"serving-{port}.reload.json"
+
+
+def serve_command(
+    host: str, port: int, version: str | None = None, log_predictions: bool = True
+) -> list[str]:
+    """The `bentoml serve` command line for the champion service (or a pinned `version`)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE_TARGET,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(REPO_ROOT),
+        "--arg",
+        f"port={port}",
+    ]
+    if version is not None:
+        cmd += ["--arg", f"version={version}"]
+    if not log_predictions:
+        cmd += ["--arg", "log_predictions=false"]
+    return cmd
+
+
+def server_environment(cfg: CtcdConfig, ws: Workspace) -> dict[str, str]:
+    """The environment of a server process: config, workspace, one OpenMP thread, no telemetry."""
+    return settings.server_environment(
+        cfg.source,
+        ws.root,
+        {
+            "OMP_NUM_THREADS": "1",
+            "BENTOML_HOME": str(ws.root / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
+        },
+    )
+
+
+def start_server(
+    cfg: CtcdConfig,
+    ws: Workspace,
+    port: int | None = None,
+    *,
+    host: str | None = None,
+    version: str | None = None,
+    log_predictions: bool = True,
+    wait: bool = True,
+    require_model: bool = True,
+    timeout: float = STARTUP_TIMEOUT,
+) -> ServerHandle:
+    """Start `bentoml serve` in the background and (by default) wait until it is ready.
+
+    `version` pins a model version and turns off reloads (the smoke test of a candidate); without it the
+    server serves the champion and follows `POST /admin/reload`. `require_model=False` returns once the
+    server is up even before the registry has a champion (it then loads the first one by itself).
+    """
+    if cfg.source is None:
+        raise DependencyUnavailable("the config was not loaded from a file, so a server cannot load it")
+    host = host or cfg.serving.host
+    port = port or cfg.serving.port
+    # A reload request left by an earlier server on this port must not steer the new one.
+    reload_channel(ws, port).unlink(missing_ok=True)
+    log_path = ws.logs / f"serving-{port}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            serve_command(host, port, version, log_predictions),
+            cwd=REPO_ROOT,
+            env=server_environment(cfg, ws),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    handle = ServerHandle(f"http://{_client_host(host)}:{port}", process.pid, port, log_path, process)
+    if wait:
+        try:
+            handle.wait_ready(timeout, "/readyz" if require_model else "/healthz")
+        except BaseException:
+            handle.stop()
+            raise
+    return handle
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def run_foreground(cfg: CtcdConfig, ws: Workspace, port: int, host: str) -> int:
+    """Run the server attached to this terminal until Ctrl-C; return its exit code."""
+    if cfg.source is None:
+        raise DependencyUnavailable("the config was not loaded from a file, so a server cannot load it")
+    reload_channel(ws, port).unlink(missing_ok=True)
+    process = subprocess.Popen(serve_command(host, port), cwd=REPO_ROOT, env=server_environment(cfg, ws))
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait(timeout=60)
+
+
+def live_server_url(cfg: CtcdConfig) -> str:
+    """Where the configured live server answers."""
+    return f"http://{_client_host(cfg.serving.host)}:{cfg.serving.port}"
+
+
+def is_serving(url: str) -> bool:
+    """Whether a server answers `/readyz` with 200 at `url`."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def write_pid_file(ws: Workspace, handle: ServerHandle) -> Path:
+    """Record a detached live server so a later `running_server` (or `ctcd down`) can stop it."""
+    path = ws.run / PID_FILE
+    path.write_text(f"{handle.pid} {handle.port} {handle.url}\n", encoding="utf-8")
+    return path
+
+
+def running_server(ws: Workspace) -> ServerHandle | None:
+    """The live server recorded in the workspace's pid file, if its process still runs."""
+    path = ws.run / PID_FILE
+    try:
+        pid, port, url = path.read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return None
+    handle = ServerHandle(url, int(pid), int(port), ws.logs / f"serving-{port}.log")
+    return handle if handle.alive() else None

@@ -1,0 +1,403 @@
+"""The BentoML service of the registry's champion: `bentoml serve ctcd.serving.service:ChampionService`.
+
+Endpoints (JSON):
+- `POST /predict` `{"rows": [row, ...]}` (up to `serving.max_batch_size` rows): online scoring; concurrent
+  requests are merged by BentoML's adaptive batching. A single row is a one-element list.
+- `POST /predict_batch` `{"rows": [...]}` (up to `serving.max_request_rows` rows): bulk scoring in one call.
+- `GET /model`: the live model version of the worker that answers, and the last reload error if any.
+- `POST /admin/reload` `{"version": "4"}` (omit the version for the current champion): load the version in
+  the background, check it answers sane probabilities, then swap it in atomically. Every worker follows.
+- Built in: `/healthz`, `/livez`, `/readyz` (ready once a model is loaded), `/metrics` (Prometheus).
+
+Every prediction carries `request_id`, `probability`, `prediction` and `model_version`, and is appended to
+the prediction log (`ctcd.prediction_log`). The config and workspace come from `CTCD_CONFIG` / `CTCD_HOME`
+through `ctcd.settings`. Bento arguments (`--arg key=value`): `version` pins a model version (the smoke
+test of a candidate), `port` names this server's reload channel, `log_predictions=false` keeps test
+traffic out of the prediction log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ctcd import registry, settings
+from ctcd.config import CtcdConfig, load_config
+from ctcd.errors import CtcdError
+from ctcd.prediction_log import PredictionLogWriter
+from ctcd.serving.schema import AS_OF_FIELD, ServingSchema, build_schema, contract_rules, rows_to_frame
+from ctcd.serving.server import reload_channel
+from ctcd.workspace import Workspace
+
+logger = logging.getLogger("ctcd.serving")
+
+PREDICTION_PATHS = ("/predict", "/predict_batch")
+ADMIN_PREFIX = "/admin/"
+WATCH_SECONDS = 0.5
+CHAMPION_RETRY_SECONDS = 5.0
+PROBE_ROWS = 32
+
+
+class ServeArguments(BaseModel):
+    """Bento arguments of one server process (`bentoml serve ... --arg key=value`)."""
+
+    version: str | None = None
+    port: int | None = None
+    log_predictions: bool = True
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """One loaded model version; replaced as a whole, never mutated, so a swap is one assignment."""
+
+    version: str
+    estimator: Any
+    positive_index: int
+    classes: np.ndarray
+    loaded_at: datetime
+
+
+CFG: CtcdConfig = load_config()
+WS: Workspace = Workspace.open()
+RULES = contract_rules(CFG.gates.data.suite)
+SCHEMA: ServingSchema = build_schema(CFG, RULES)
+Row = SCHEMA.row
+Prediction = SCHEMA.prediction
+ARGS = bentoml.use_arguments(ServeArguments)
+API_KEY = settings.api_key(CFG.serving.api_key_env)
+
+
+def load_live_model(cfg: CtcdConfig, ws: Workspace, version: str | None) -> LiveModel:
+    """Load a registered version (the champion when None) and check that it knows the positive label."""
+    ref = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
+    estimator = registry.load_model(cfg, ws, ref)
+    classes = np.asarray(estimator.classes_)
+    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
+    if len(matches) != 1:
+        raise CtcdError(
+            f"model version {ref.version} predicts classes {classes.tolist()}, "
+            f"which lack positive_label {cfg.dataset.positive_label}"
+        )
+    return LiveModel(ref.version, estimator, int(matches[0]), classes, datetime.now(UTC))
+
+
+def check_answers(model: LiveModel, frame: Any) -> None:
+    """Raise unless the model returns one finite probability distribution per row of `frame`."""
+    proba = np.asarray(model.estimator.predict_proba(frame), dtype="float64")
+    if proba.shape != (len(frame), len(model.classes)):
+        raise CtcdError(f"model version {model.version} returned probabilities of shape {proba.shape}")
+    if not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
+        raise CtcdError(f"model version {model.version} returned probabilities outside [0, 1]")
+    if not np.allclose(proba.sum(axis=1), 1.0, atol=1e-4):
+        raise CtcdError(f"model version {model.version} returned probabilities that do not sum to 1")
+
+
+def example_frame(schema: ServingSchema) -> Any:
+    """One valid-looking input row built from the data contract (range midpoints, first category)."""
+    import pandas as pd
+
+    values = {}
+    for name in schema.features:
+        rule = RULES.get(name)
+        if rule is not None and rule.allowed:
+            values[name] = float(rule.allowed[0])
+        elif rule is not None and rule.min_value is not None and rule.max_value is not None:
+            values[name] = (rule.min_value + rule.max_value) / 2
+        else:
+            values[name] = rule.min_value if rule is not None and rule.min_value is not None else 0.0
+    return pd.DataFrame([values], columns=list(schema.features), dtype="float64")
+
+
+class RequestGuard:
+    """ASGI middleware: API key on prediction and admin paths, body size limit, JSON bodies only."""
+
+    def __init__(self, app: Any, api_key: str | None, max_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path in PREDICTION_PATHS or path.startswith(ADMIN_PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.api_key is not None and not self._authorized(headers):
+            await _answer(send, 401, "missing or wrong API key: send it as 'Authorization: Bearer <key>'")
+            return
+        media = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media not in ("application/json", ""):
+            await _answer(send, 415, f"send the body as application/json, not {media}")
+            return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.api_key.encode())  # type: ignore[union-attr]
+
+
+async def _answer(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _admin_app() -> Any:
+    """The small Starlette app for `/model` and `/admin/reload`, mounted passively at the root."""
+    import anyio.to_thread
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def model_info(_: Request) -> JSONResponse:
+        svc = bentoml.get_current_service()
+        return JSONResponse(svc.describe())
+
+    async def reload_model(request: Request) -> JSONResponse:
+        try:
+            payload = json.loads(await request.body() or b"{}")
+            version = payload.get("version") if isinstance(payload, dict) else None
+        except json.JSONDecodeError:
+            return JSONResponse({"error": 'send {"version": "<n>"} or {} for the champion'}, status_code=400)
+        svc = bentoml.get_current_service()
+        try:
+            result = await anyio.to_thread.run_sync(
+                svc.request_reload, None if version is None else str(version)
+            )
+        except CtcdError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
+        return JSONResponse(result)
+
+    return Starlette(
+        routes=[
+            Route("/model", model_info, methods=["GET"]),
+            Route("/admin/reload", reload_model, methods=["POST"]),
+        ]
+    )
+
+
+RowList = Annotated[list[Row], Field(min_length=1, max_length=CFG.serving.max_batch_size)]  # type: ignore[valid-type]
+BulkRowList = Annotated[list[Row], Field(min_length=1, max_length=CFG.serving.max_request_rows)]  # type: ignore[valid-type]
+
+
+@bentoml.asgi_app(_admin_app(), path="/")
+@bentoml.service(
+    name="ctcd",
+    workers=CFG.serving.workers,
+    # No max_concurrency: excess requests wait in the batcher's queue instead of being refused with 503.
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": CFG.serving.access_log}},
+    envs=[{"name": "OMP_NUM_THREADS", "value": "1"}],
+    labels={"dataset": CFG.dataset.name, "model": CFG.registered_model_name},
+)
+class ChampionService:
+    """Serves the registry's champion (or a pinned version) and logs every prediction."""
+
+    def __init__(self) -> None:
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._live: LiveModel | None = None
+        self._reload_error: str | None = None
+        self._probe = example_frame(SCHEMA)
+        self._channel = reload_channel(WS, ARGS.port) if ARGS.port and not ARGS.version else None
+        self._seen = self._channel_stamp()
+        wanted = self._channel_request() or ARGS.version
+        try:
+            self._live = load_live_model(CFG, WS, wanted)
+            check_answers(self._live, self._probe)
+        except Exception as exc:
+            # Stay up but not ready: /model tells why, and `start_server` reports it instead of a timeout.
+            self._reload_error = f"could not load model version {wanted or 'champion'}: {exc}"
+            logger.error(self._reload_error)
+        self._log = (
+            PredictionLogWriter(WS.predictions, CFG.serving.log_flush_rows, CFG.serving.log_flush_seconds)
+            if ARGS.log_predictions
+            else None
+        )
+        self._watcher = threading.Thread(target=self._watch, name="ctcd-reload-watcher", daemon=True)
+        if not ARGS.version:
+            self._watcher.start()
+
+    def __is_ready__(self) -> bool:
+        return self._live is not None
+
+    @bentoml.api(
+        batchable=True, max_batch_size=CFG.serving.max_batch_size, max_latency_ms=CFG.serving.max_latency_ms
+    )
+    def predict(self, rows: RowList) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score rows; concurrent requests are batched together."""
+        return self._score(rows)
+
+    @bentoml.api
+    def predict_batch(self, rows: BulkRowList) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score up to `serving.max_request_rows` rows in one call."""
+        return self._score(rows)
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        """Stop following reloads and write every buffered prediction."""
+        self._stop.set()
+        if self._log is not None:
+            self._log.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What this worker serves right now."""
+        live = self._live
+        return {
+            "model": CFG.registered_model_name,
+            "version": live.version if live else None,
+            "loaded_at": live.loaded_at.isoformat() if live else None,
+            "pinned": ARGS.version is not None,
+            "reload_error": self._reload_error,
+            "worker_pid": os.getpid(),
+        }
+
+    def request_reload(self, version: str | None) -> dict[str, Any]:
+        """Switch every worker of this server to `version` (None: the champion now); return the outcome."""
+        if ARGS.version:
+            raise CtcdError(f"this server is pinned to version {ARGS.version} and does not reload")
+        target = version or registry.require_champion(CFG, WS).version
+        previous = self._live.version if self._live else None
+        if self._channel is not None:
+            _write_json(self._channel, {"version": target, "requested_at": time.time()})
+        self._apply(target)
+        return {"version": target, "previous": previous, "worker_pid": os.getpid()}
+
+    def _apply(self, version: str | None) -> None:
+        with self._reload_lock:
+            if version is not None and self._live is not None and self._live.version == version:
+                return
+            try:
+                candidate = load_live_model(CFG, WS, version)
+                check_answers(candidate, self._probe)
+            except Exception as exc:
+                self._reload_error = f"reload to version {version or 'champion'} failed: {exc}"
+                logger.error(self._reload_error)
+                raise CtcdError(self._reload_error) from exc
+            self._live = candidate  # the atomic swap: batches in flight keep the model they started with
+            self._reload_error = None
+            logger.info("now serving model version %s", candidate.version)
+
+    def _watch(self) -> None:
+        last_try = time.monotonic()
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                stamp = self._channel_stamp()
+                if stamp != self._seen:
+                    self._seen = stamp
+                    self._apply(self._channel_request())
+                elif self._live is None and time.monotonic() - last_try > CHAMPION_RETRY_SECONDS:
+                    last_try = time.monotonic()
+                    self._apply(None)
+            except Exception as exc:
+                logger.debug("reload attempt failed: %s", exc)
+
+    def _channel_stamp(self) -> int | None:
+        if self._channel is None:
+            return None
+        try:
+            return self._channel.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def _channel_request(self) -> str | None:
+        if self._channel is None or not self._channel.exists():
+            return None
+        try:
+            return str(json.loads(self._channel.read_text(encoding="utf-8"))["version"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _score(self, rows: list[Any]) -> list[Any]:
+        live = self._live
+        if live is None:
+            raise bentoml.exceptions.ServiceUnavailable(
+                "no model is loaded yet: the registry has no champion"
+            )
+        frame = rows_to_frame(rows, SCHEMA.features)
+        proba = np.asarray(live.estimator.predict_proba(frame), dtype="float64")
+        positive = proba[:, live.positive_index]
+        labels = live.classes[proba.argmax(axis=1)]
+        ids = [getattr(r, SCHEMA.id_column) for r in rows]
+        request_ids = [uuid.uuid4().hex for _ in rows]
+        answers = [
+            Prediction(
+                request_id=rid,
+                probability=float(p),
+                prediction=int(label),
+                model_version=live.version,
+                **{SCHEMA.id_column: row_id},
+            )
+            for rid, p, label, row_id in zip(request_ids, positive, labels, ids, strict=True)
+        ]
+        self._probe = frame.iloc[:PROBE_ROWS]
+        if self._log is not None:
+            # Plain columns only: the writer thread builds the DataFrame, off the request path.
+            now = datetime.now(UTC)
+            values = frame.to_numpy()
+            record: dict[str, Any] = {
+                "request_id": request_ids,
+                "served_at": [_served_at(now, getattr(r, AS_OF_FIELD)) for r in rows],
+                SCHEMA.id_column: ids,
+            }
+            record |= {name: values[:, j] for j, name in enumerate(SCHEMA.features)}
+            record |= {
+                "probability": positive,
+                "prediction": labels.astype("int64"),
+                "model_version": [live.version] * len(rows),
+            }
+            self._log.append(record)
+        return answers
+
+
+def _served_at(now: datetime, as_of: Any) -> datetime:
+    # `as_of` (demo replay of simulated days) moves the date only; the server still stamps the time.
+    return now if as_of is None else datetime.combine(as_of, now.timetz())
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+ChampionService.add_asgi_middleware(RequestGuard, api_key=API_KEY, max_bytes=CFG.serving.max_request_bytes)

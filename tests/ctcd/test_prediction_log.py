@@ -1,0 +1,75 @@
+"""The prediction log: batched Parquet parts per day, flushed on close, read back by date."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from ctcd.prediction_log import BASE_COLUMNS, PredictionLogWriter, read_predictions
+
+
+def _records(cfg, day: str, n: int, start: int = 0, ids: list | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({c: [float(i) for i in range(start, start + n)] for c in cfg.dataset.features})
+    frame.insert(0, cfg.dataset.id_column, ids if ids is not None else list(range(start, start + n)))
+    frame.insert(0, "served_at", [datetime.fromisoformat(f"{day}T12:00:00+00:00")] * n)
+    frame.insert(0, "request_id", [f"r{i}" for i in range(start, start + n)])
+    frame["probability"] = 0.25
+    frame["prediction"] = 0
+    frame["model_version"] = "3"
+    return frame
+
+
+def test_close_writes_everything_partitioned_by_day(default_config, workspace):
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 5))
+    writer.append(_records(default_config, "2026-01-09", 3, start=5).to_dict("list"))  # columns by name
+    assert read_predictions(workspace).empty  # nothing written before a flush
+    writer.close()
+
+    days = sorted(p.name for p in workspace.predictions.iterdir())
+    assert days == ["date=2026-01-08", "date=2026-01-09"]
+    log = read_predictions(workspace)
+    assert list(log["request_id"]) == [f"r{i}" for i in range(8)]
+    assert set(BASE_COLUMNS + default_config.dataset.features) <= set(log.columns)
+    assert str(log["served_at"].dt.tz) == "UTC"
+    assert list(read_predictions(workspace, start="2026-01-09")["request_id"]) == ["r5", "r6", "r7"]
+    assert len(read_predictions(workspace, end="2026-01-08")) == 5
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.append(_records(default_config, "2026-01-08", 1))
+
+
+def test_background_thread_flushes_full_buffers_without_close(default_config, workspace):
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=4, flush_seconds=3600)
+    try:
+        writer.append(_records(default_config, "2026-01-08", 6))
+        deadline = time.monotonic() + 30
+        while read_predictions(workspace).empty and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(read_predictions(workspace)) == 6
+    finally:
+        writer.close()
+
+
+def test_mixed_id_types_are_kept_as_text(default_config, workspace):
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 2, ids=[7, "b"]))
+    writer.append(_records(default_config, "2026-01-08", 1, start=2, ids=[None]))
+    writer.close()
+    ids = read_predictions(workspace)[default_config.dataset.id_column].tolist()
+    assert ids == ["7", "b", None]
+
+
+def test_reader_ignores_unfinished_parts_and_handles_an_empty_log(default_config, workspace):
+    assert list(read_predictions(workspace).columns) == BASE_COLUMNS
+    folder = workspace.predictions / "date=2026-01-08"
+    folder.mkdir()
+    (folder / ".part-1-1.parquet.tmp").write_bytes(b"half a file")
+    assert read_predictions(workspace).empty
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 1))
+    writer.close()
+    writer.close()  # closing twice is harmless
+    assert read_predictions(workspace).loc[0, "served_at"] == datetime(2026, 1, 8, 12, tzinfo=UTC)

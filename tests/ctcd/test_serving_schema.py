@@ -1,0 +1,122 @@
+"""Request models generated from the dataset config and the GX data contract."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from pydantic import ValidationError
+
+from ctcd.errors import ConfigError
+from ctcd.serving.schema import ColumnRule, build_schema, contract_rules, rows_to_frame
+
+
+@pytest.fixture
+def suite(tmp_path, default_config):
+    ds = default_config.dataset
+    num, other, cat = ds.numerical_features[0], ds.numerical_features[1], ds.categorical_features[0]
+    expectations = [
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": num, "min_value": 0, "max_value": 100},
+        },
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": num, "min_value": 10}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": cat, "value_set": [1, 2, 3]}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": other, "min_value": 0, "max_value": 1, "mostly": 0.95},
+        },
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": other, "min_value": 0, "max_value": 1},
+            "severity": "warning",
+        },
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+    ]
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"name": "s", "expectations": expectations}), encoding="utf-8")
+    return path
+
+
+def _row(cfg, **overrides):
+    row = {c: 50.0 for c in cfg.dataset.numerical_features}
+    row |= {c: 1 for c in cfg.dataset.categorical_features}
+    return {**row, **overrides}
+
+
+def test_contract_rules_keep_hard_ranges_and_sets_only(suite, default_config):
+    ds = default_config.dataset
+    rules = contract_rules(suite)
+    assert rules[ds.numerical_features[0]] == ColumnRule(min_value=10.0, max_value=100.0)
+    assert rules[ds.categorical_features[0]].allowed == (1, 2, 3)
+    assert ds.numerical_features[1] not in rules  # `mostly` < 1 and warnings do not reject single rows
+    assert contract_rules(suite.parent / "missing.json") == {}
+
+
+def test_contract_rules_report_a_broken_suite(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.json"):
+        contract_rules(bad)
+
+
+def test_row_model_accepts_valid_rows_and_rejects_malformed_ones(suite, default_config):
+    cfg = default_config
+    ds = cfg.dataset
+    num, cat = ds.numerical_features[0], ds.categorical_features[0]
+    row_model = build_schema(cfg, contract_rules(suite)).row
+
+    ok = row_model.model_validate_json(json.dumps(_row(cfg, **{ds.id_column: 7, "as_of": "2026-01-08"})))
+    assert getattr(ok, ds.id_column) == 7 and ok.as_of == date(2026, 1, 8)
+    assert getattr(row_model.model_validate(_row(cfg)), ds.id_column) is None
+
+    bad_inputs = {
+        "missing": json.dumps({k: v for k, v in _row(cfg).items() if k != num}),
+        "string": json.dumps(_row(cfg, **{num: "50"})),
+        "nan": json.dumps(_row(cfg, **{num: 0}))[:-1] + f', "{num}": NaN' + "}",
+        "below range": json.dumps(_row(cfg, **{num: 5})),
+        "above range": json.dumps(_row(cfg, **{num: 101})),
+        "unknown category": json.dumps(_row(cfg, **{cat: 9})),
+        "extra field": json.dumps(_row(cfg, extra=1)),
+        "bad date": json.dumps(_row(cfg, as_of="yesterday")),
+    }
+    for name, text in bad_inputs.items():
+        with pytest.raises(ValidationError):
+            row_model.model_validate_json(text)
+            pytest.fail(f"{name} was accepted")
+
+
+def test_without_a_suite_types_still_apply(default_config):
+    cfg = default_config
+    row_model = build_schema(cfg, rules={}).row
+    cat = cfg.dataset.categorical_features[0]
+    assert getattr(row_model.model_validate(_row(cfg, **{cat: 9.0})), cat) == 9.0
+    with pytest.raises(ValidationError, match="finite"):
+        row_model.model_validate(_row(cfg, **{cat: float("inf")}))
+
+
+def test_prediction_model_echoes_the_id_column(default_config):
+    prediction = build_schema(default_config, rules={}).prediction
+    answer = prediction(request_id="r", probability=0.3, prediction=0, model_version="2")
+    assert answer.model_dump()[default_config.dataset.id_column] is None
+
+
+def test_columns_that_clash_with_response_fields_are_a_config_error(default_config):
+    ds = default_config.dataset.model_copy(update={"id_column": "probability"})
+    cfg = default_config.model_copy(update={"dataset": ds})
+    with pytest.raises(ConfigError, match="probability"):
+        build_schema(cfg, rules={})
+
+
+def test_rows_to_frame_is_float64_in_feature_order(default_config):
+    cfg = default_config
+    schema = build_schema(cfg, rules={})
+    rows = [
+        schema.row.model_validate(_row(cfg, **{cfg.dataset.numerical_features[0]: float(i)}))
+        for i in range(3)
+    ]
+    frame = rows_to_frame(rows, schema.features)
+    assert list(frame.columns) == cfg.dataset.features
+    assert set(frame.dtypes.astype(str)) == {"float64"}
+    assert frame[cfg.dataset.numerical_features[0]].tolist() == [0.0, 1.0, 2.0]
