@@ -281,7 +281,7 @@ class OrchestrationConfig(_Strict):
     startup_timeout_seconds: float = Field(default=90.0, gt=0)
     project_dir: Path | None = Field(
         default=None,
-        description="holds flows/ and deployments/prefect.yaml (relative to this file; null: the ctcd checkout)",
+        description="holds flows/ and deployments/prefect.yaml (relative to this file; null: the checkout)",
     )
     dask_address: str | None = Field(
         default=None, description="a Dask scheduler (tcp://host:8786) for scale-out training; null: local"

@@ -1,0 +1,113 @@
+"""Scale-out training for data that outgrows one machine: XGBoost on a Dask cluster (the `dask` extra).
+
+`train_on_dask` fits one model with `xgboost.dask` on data partitioned across the cluster's workers, then
+returns it as the plain `XGBClassifier` every other part of ctcd uses (the Model contract of
+`tasks/model.py`), so evaluation, the registry and serving do not change. `dask_task_runner` gives a flow
+prefect-dask's `DaskTaskRunner` on the same cluster, so independent tasks (the search's candidates) run
+on its workers. Dask is imported only inside the functions: without the extra, ctcd works as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ctcd.errors import DependencyUnavailable
+from tasks.model import features_frame, target_vector, xgboost_params
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+    from prefect_dask import DaskTaskRunner
+    from xgboost import XGBClassifier
+
+    from ctcd.config import CtcdConfig
+
+INSTALL_HINT = "install the scale-out extra: pip install -e '.[dask]' (prefect-dask, dask[distributed])"
+
+
+@dataclass(frozen=True)
+class DistributedFit:
+    """A model trained across a Dask cluster, and how the work was spread."""
+
+    model: XGBClassifier
+    workers: int
+    partitions: int
+    rows: int
+    best_iteration: int | None
+
+
+def require_dask() -> None:
+    """Raise DependencyUnavailable with the install command when the `dask` extra is missing."""
+    try:
+        import dask.dataframe  # noqa: F401
+        import distributed  # noqa: F401
+        import prefect_dask  # noqa: F401
+    except ImportError as exc:
+        raise DependencyUnavailable(
+            f"scale-out training needs Dask ({exc.name} is missing): {INSTALL_HINT}"
+        ) from exc
+
+
+def partition(frame: pd.DataFrame, partitions: int) -> dd.DataFrame:
+    """Split an in-memory frame into a Dask DataFrame of `partitions` parts (on a real cluster, read the
+    batches with `dask.dataframe.read_parquet` from storage every worker reaches instead)."""
+    require_dask()
+    import dask.dataframe as dd
+
+    return dd.from_pandas(frame, npartitions=max(1, partitions))
+
+
+def train_on_dask(
+    cfg: CtcdConfig,
+    client: Client,
+    train: dd.DataFrame,
+    valid: dd.DataFrame | None = None,
+    params: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> DistributedFit:
+    """Fit XGBoost with `xgboost.dask` on the cluster behind `client`; return a local `XGBClassifier`.
+
+    `train` and `valid` hold the dataset's features and target (column names from `cfg.dataset`); with
+    `valid`, training stops early after `model.early_stopping_rounds` rounds without improvement.
+    """
+    require_dask()
+    from xgboost import XGBClassifier
+    from xgboost import dask as dxgb
+
+    ds = cfg.dataset
+    full_params = xgboost_params(cfg, params, device)
+    model = dxgb.DaskXGBClassifier(
+        **full_params, early_stopping_rounds=cfg.model.early_stopping_rounds if valid is not None else None
+    )
+    model.client = client
+    X = train.map_partitions(features_frame, ds)
+    y = train.map_partitions(target_vector, ds)
+    eval_set = None
+    if valid is not None:
+        eval_set = [(valid.map_partitions(features_frame, ds), valid.map_partitions(target_vector, ds))]
+    model.fit(X, y, eval_set=eval_set, verbose=False)
+    # The booster holds the classes and the best iteration; the constructor keeps the parameters.
+    local = XGBClassifier(**full_params)
+    local.load_model(bytearray(model.get_booster().save_raw("json")))
+    return DistributedFit(
+        model=local,
+        workers=len(client.scheduler_info()["workers"]),
+        partitions=train.npartitions,
+        rows=len(train),
+        best_iteration=getattr(local, "best_iteration", None),
+    )
+
+
+def dask_task_runner(cfg: CtcdConfig, local_workers: int = 2) -> DaskTaskRunner:
+    """A `DaskTaskRunner` on `orchestration.dask_address`, or on a local cluster of `local_workers`."""
+    require_dask()
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.orchestration.dask_address:
+        return DaskTaskRunner(address=cfg.orchestration.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": local_workers, "threads_per_worker": 1, "dashboard_address": None}
+    )

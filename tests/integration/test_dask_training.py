@@ -1,0 +1,123 @@
+"""The scale-out path: `xgboost.dask` training and prefect-dask's DaskTaskRunner on a real LocalCluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctcd.config import CtcdConfig
+from ctcd.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _frame(cfg: CtcdConfig, rows: int, seed: int) -> pd.DataFrame:
+    """Rows with the dataset's columns whose target depends on the first two features."""
+    rng = np.random.default_rng(seed)
+    ds = cfg.dataset
+    frame = pd.DataFrame({c: rng.normal(size=rows) for c in ds.numerical_features})
+    for c in ds.categorical_features:
+        frame[c] = rng.integers(0, 5, size=rows)
+    a, b = ds.features[0], ds.features[1]
+    signal = frame[a] + 0.5 * frame[b] + rng.normal(scale=0.3, size=rows)
+    frame[ds.target] = np.where(signal > 0, ds.positive_label, 1 - ds.positive_label)
+    frame[ds.id_column] = np.arange(rows)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A two-worker Dask cluster in this process (threads: cheap on 2 cores, same protocol as a real one)."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+    pytest.importorskip("prefect_dask", reason="the dask extra is not installed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as local:
+        yield local
+
+
+@pytest.mark.integration
+def test_xgboost_dask_trains_a_plain_xgbclassifier(cluster: Any, default_config: CtcdConfig) -> None:
+    from distributed import Client
+    from sklearn.metrics import roc_auc_score
+    from xgboost import XGBClassifier
+
+    from tasks.distributed_training import partition, train_on_dask
+    from tasks.model import features_frame, positive_proba, target_vector
+
+    cfg = default_config
+    train, valid, test = (_frame(cfg, n, seed) for n, seed in ((3000, 1), (800, 2), (1000, 3)))
+    with Client(cluster) as client:
+        fit = train_on_dask(
+            cfg,
+            client,
+            partition(train, 4),
+            partition(valid, 2),
+            params={"n_estimators": 60, "max_depth": 3},
+        )
+    assert isinstance(fit.model, XGBClassifier)  # the Model contract: no Dask needed to use it
+    assert (fit.workers, fit.partitions, fit.rows) == (2, 4, 3000)
+    assert fit.best_iteration is not None and fit.best_iteration < 60
+    assert fit.model.get_params()["max_depth"] == 3
+    auc = roc_auc_score(
+        target_vector(test, cfg.dataset), positive_proba(fit.model, features_frame(test, cfg.dataset))
+    )
+    assert auc > 0.9
+
+
+@pytest.mark.integration
+def test_dask_task_runner_runs_flow_tasks_on_the_cluster_workers(
+    cluster: Any, default_config: CtcdConfig, workspace: Workspace
+) -> None:
+    from prefect import flow, task
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks.distributed_training import dask_task_runner
+
+    cfg = default_config.model_copy(
+        update={
+            "orchestration": default_config.orchestration.model_copy(
+                update={"dask_address": cluster.scheduler_address}
+            )
+        }
+    )
+
+    @task
+    def where_am_i(i: int) -> str:
+        from distributed import get_worker
+
+        return get_worker().address
+
+    @flow(task_runner=dask_task_runner(cfg))
+    def spread(n: int) -> list[str]:
+        return [f.result() for f in where_am_i.map(range(n))]
+
+    with prefect_test_harness(server_startup_timeout=90):
+        addresses = spread(8)
+    assert set(addresses) <= {w.address for w in cluster.workers.values()}
+    assert len(set(addresses)) == 2
+
+
+def test_the_module_imports_and_explains_itself_without_dask() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('dask', 'dask.dataframe', 'distributed', 'prefect_dask'):\n"
+        "    sys.modules[name] = None\n"
+        "import tasks.distributed_training as t\n"
+        "from ctcd.config import load_config\n"
+        "try:\n"
+        "    t.dask_task_runner(load_config())\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("DependencyUnavailable")
+    assert "pip install -e '.[dask]'" in out.stdout
