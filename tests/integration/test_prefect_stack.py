@@ -52,9 +52,10 @@ def {function}(config_path: str | None = None, {parameters}) -> None:
 STANDIN_FLOWS = {
     "ingest": ("ingest_flow", "through: str | None = None"),
     "monitoring": ("monitoring_flow", "today: str | None = None"),
-    "training": (
-        "training_flow",
-        'reason: str = "manual", window_start: str | None = None, trigger: dict | None = None',
+    "pipeline": (
+        "ctcd_pipeline",
+        "reason: str | None = None, window_start: str | None = None, trigger: dict | None = None, "
+        "monitor: bool = True",
     ),
     "delivery": ("delivery_flow", "version: str | None = None"),
 }
@@ -66,7 +67,8 @@ def make_standin_project(root: Path) -> Path:
     shutil.copy(REPO / "deployments" / "prefect.yaml", root / "deployments" / "prefect.yaml")
     (root / "flows").mkdir()
     for flow, (function, parameters) in STANDIN_FLOWS.items():
-        text = STANDIN.format(flow=flow, function=function, parameters=parameters)
+        name = "ctcd-pipeline" if flow == "pipeline" else flow
+        text = STANDIN.format(flow=name, function=function, parameters=parameters)
         (root / "flows" / f"{flow}.py").write_text(text, encoding="utf-8")
     return root
 
@@ -177,10 +179,10 @@ def _logs(s: Stack) -> list[Path]:
 def test_deploy_creates_the_deployments_with_schedules_pools_and_environment(prefect_stack: Stack) -> None:
     s = prefect_stack
     assert s.deployed.names == [
+        "ctcd-pipeline/retrain",
         "delivery/deliver",
         "ingest/ingest-validate",
         "monitoring/drift-watch",
-        "training/retrain",
     ]
     d = _deployments(s.api)
     assert d["ingest-validate"].schedules[0].schedule.cron == "0 1 * * *"

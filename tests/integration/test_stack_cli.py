@@ -90,7 +90,7 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
         first = ctcd(workspace, cfg, "up", timeout=400)
         assert first.returncode == 0, first.stderr + first.stdout
         assert prefect in first.stdout and mlflow in first.stdout
-        assert "training/retrain" in first.stdout and "monitoring/drift-watch" in first.stdout
+        assert "ctcd-pipeline/retrain" in first.stdout and "monitoring/drift-watch" in first.stdout
         assert "no champion yet" in first.stdout
         records = {r.name: r for r in stack.read_records(workspace)}
         assert set(records) == {"prefect-server", "mlflow", "worker-cpu-pool", "worker-gpu-pool"}

@@ -1,0 +1,96 @@
+"""The CT/CD pipeline: one cycle of ingest -> (train -> gate -> promote -> deliver) -> monitor.
+
+The demo, the schedules and the drift trigger all run this flow (deployments/prefect.yaml), so what the
+demo shows is what production runs:
+- the daily schedule runs it plainly: ingest and validate the day's batches, then monitor (the monitor
+  emits the drift event when the retraining policy says so);
+- the drift trigger and the weekly schedule run it with a `reason` (and the policy's `window_start`):
+  ingest, train, and deliver when the candidate is promoted; they skip monitoring so a retrain cannot
+  trigger itself.
+A project without a champion trains as soon as labelled data exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from ctcd import registry
+from ctcd.config import load_config
+from ctcd.errors import WorkFailed
+from ctcd.workspace import Workspace
+from flows.delivery import DeliveryReport, delivery_flow
+from flows.ingest import IngestReport, ingest_flow
+from flows.monitoring import MonitoringOutcome, monitoring_flow
+from flows.training import TrainingReport, training_flow
+
+INITIAL_REASON = "initial: no champion yet"
+
+
+class PipelineReport(BaseModel):
+    """What one CT/CD cycle did; each part is the typed report of its own flow."""
+
+    today: str | None
+    ingest: IngestReport
+    training: TrainingReport | None = None
+    delivery: DeliveryReport | None = None
+    monitoring: MonitoringOutcome | None = None
+    notes: list[str] = []
+
+    def summary(self) -> str:
+        """One line: what happened in this cycle."""
+        parts = [f"{len(self.ingest.accepted)} batch(es) validated, {len(self.ingest.rejected)} quarantined"]
+        if self.training:
+            verdict = "promoted" if self.training.promoted else "not promoted"
+            parts.append(f"trained v{self.training.version} ({self.training.reason}): {verdict}")
+        if self.delivery:
+            parts.append(f"delivery {self.delivery.status} v{self.delivery.version}")
+        if self.monitoring:
+            parts.append(f"monitor: {self.monitoring.decision.action} ({self.monitoring.decision.reason})")
+        return "; ".join(parts + self.notes)
+
+
+@flow(name="ctcd-pipeline")
+def ctcd_pipeline(
+    config_path: str | None = None,
+    today: str | None = None,
+    reason: str | None = None,
+    window_start: str | None = None,
+    trigger: dict[str, Any] | None = None,
+    monitor: bool = True,
+) -> PipelineReport:
+    """One CT/CD cycle for `today` (ISO date; default: now). `reason` asks for a retrain."""
+    logger = get_run_logger()
+    cfg = load_config(config_path)
+    ws = Workspace.open()
+    report = PipelineReport(today=today, ingest=ingest_flow(config_path, through=today))
+
+    initial = reason is None and registry.champion(cfg, ws) is None
+    if reason is not None or initial:
+        try:
+            report.training = training_flow(
+                config_path, reason=reason or INITIAL_REASON, window_start=window_start, trigger=trigger
+            )
+        except WorkFailed as exc:
+            if not initial:
+                raise
+            report.notes.append(f"no first model yet: {exc}")
+        if report.training is not None and report.training.promoted:
+            report.delivery = delivery_flow(config_path, start_if_down=True)
+
+    if monitor and reason is None and registry.champion(cfg, ws) is not None:
+        try:
+            report.monitoring = monitoring_flow(config_path, today=today)
+        except WorkFailed as exc:
+            report.notes.append(f"monitoring skipped: {exc}")
+
+    logger.info(report.summary())
+    create_markdown_artifact(
+        key="ctcd-pipeline",
+        markdown=f"## CT/CD cycle {today or ''}\n\n{report.summary()}\n",
+        description=report.summary()[:500],
+    )
+    return report
