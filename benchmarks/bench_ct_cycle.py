@@ -1,0 +1,179 @@
+"""Benchmark: one CT cycle (training flow) on ~100k labelled rows vs. the same steps as plain library calls.
+
+Run: `.venv/bin/python benchmarks/bench_ct_cycle.py [--rows N] [--device cpu|auto|cuda]`.
+
+The cycle is window -> read + join labels -> time split -> budgeted search (default config: 3 candidates,
+early stopping) -> baseline -> holdout evaluation -> gate -> register -> promote. The peer runs the same
+`tasks/` functions in-process (read with pandas, no Prefect, no MLflow, decision kept in memory). The flow
+adds Prefect task runs, the MLflow run (params, metrics, inputs, artifacts, plots, reference sample,
+nested search runs, registered model) and the promotion. Prefect's server start and the creation of the
+MLflow database are one-off costs paid before timing; the search is not served from Prefect's cache.
+Plain and flow runs alternate `--repeat` times (later flow runs gate against the champion); the ratio
+compares the best of each, since a shared machine's load only ever adds time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="labelled rows in the training window")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "auto", "cuda"])
+    parser.add_argument("--repeat", type=int, default=2, help="alternating runs of each; the best counts")
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="XGBoost threads (0: all cores); 1 keeps OpenMP spin-waits on a busy machine out of the timings",
+    )
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="ctcd-bench-"))
+    # A private workspace, Prefect home and no cache hits for the timed flow run.
+    os.environ.update(
+        CTCD_HOME=str(home / "ctcd"),
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_TASKS_REFRESH_CACHE="true",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    import yaml
+
+    from ctcd.batches import BatchRecord, sha256_of
+    from ctcd.config import load_config
+    from ctcd.workspace import Workspace
+    from tasks.stream import generate_day
+
+    base = load_config(REPO / "configs" / "default.yaml")
+    days = base.training.window_days
+    assert base.stream is not None
+    cfg = base.model_copy(
+        update={
+            "stream": base.stream.model_copy(update={"rows_per_day": -(-args.rows // days), "events": []}),
+            "training": base.training.model_copy(update={"device": args.device}),
+            "model": base.model.model_copy(
+                update={"params": {**base.model.params, **({"n_jobs": args.n_jobs} if args.n_jobs else {})}}
+            ),
+        }
+    )
+    config_path = home / "ctcd.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    ws = Workspace.open()
+    # One more day than the window: its labels have not arrived, as in production.
+    for day in range(1, days + 2):
+        b = generate_day(cfg, day)
+        path = ws.validated / f"{b.batch_id}.parquet"
+        b.features.to_parquet(path, index=False)
+        record = BatchRecord(
+            batch_id=b.batch_id,
+            status="validated",
+            file=path.name,
+            sha256=sha256_of(path),
+            bytes=path.stat().st_size,
+            rows=len(b.features),
+            suite="bench",
+            reason="passed",
+            validated_at=datetime.now(UTC),
+        )
+        (ws.validated / f"{b.batch_id}.json").write_text(record.model_dump_json())
+        if day <= days:
+            b.labels.to_parquet(ws.labels / f"{b.batch_id}.parquet", index=False)
+
+    def plain() -> tuple[float, str]:
+        """The same steps as the flow, as plain calls: no Prefect, no MLflow."""
+        import pandas as pd
+
+        from ctcd.batches import read_batch, validated_batches
+        from tasks import dataset, evaluation, model_gate, training
+        from tasks.model import target_vector
+
+        start = time.perf_counter()
+        records = {r.batch_id: r for r in validated_batches(ws)}
+        labelled = {b for b in records if (ws.labels / f"{b}.parquet").is_file()}
+        window = dataset.select_window(list(records), labelled, cfg.training.window_days)
+        inputs = [
+            dataset.BatchInput(
+                b,
+                records[b].sha256,
+                str(records[b].path(ws)),
+                dataset.join_labels(
+                    read_batch(records[b].path(ws), cfg),
+                    pd.read_parquet(ws.labels / f"{b}.parquet"),
+                    cfg.dataset,
+                ),
+            )
+            for b in window
+        ]
+        split = dataset.time_split(dataset.training_frame(inputs, cfg.dataset), cfg.training)
+        result = training.search(cfg, split, training.choose_device(cfg.training.device))
+        baseline = training.fit_baseline(cfg, split)
+        report, proba = evaluation.evaluate(result.best.model, split.test, cfg)
+        _, base_proba = evaluation.evaluate(baseline, split.test, cfg)
+        y = target_vector(split.test, cfg.dataset).to_numpy()
+        decision = model_gate.decide(
+            cfg,
+            split.test,
+            y,
+            proba,
+            base_proba,
+            report.metrics,
+            evaluation.classification_metrics(y, base_proba),
+            "baseline",
+        )
+        return time.perf_counter() - start, f"rows {split.rows}, {decision.summary()[:60]}"
+
+    def warm_up() -> None:
+        """Start Prefect's ephemeral server and create the MLflow database (one-off costs)."""
+        from prefect import flow
+
+        from ctcd import registry
+
+        flow(lambda: None, name="warm-up")()
+        registry.connect(cfg, ws)
+
+    def orchestrated() -> tuple[float, str]:
+        from flows.training import training_flow
+
+        start = time.perf_counter()
+        report = training_flow(str(config_path), reason="benchmark")
+        return (
+            time.perf_counter() - start,
+            f"version {report.version} on {report.device}, promoted {report.promoted}",
+        )
+
+    print(
+        f"one CT cycle on {args.rows} labelled rows ({days} daily batches), device={args.device}, "
+        f"XGBoost n_jobs={args.n_jobs or 'all cores'}"
+    )
+    warm_up()
+    plain_s, flow_s = [], []
+    for i in range(args.repeat):
+        seconds, what = plain()
+        plain_s.append(seconds)
+        print(f"[{i + 1}] plain library calls     {seconds:8.2f} s   ({what})", flush=True)
+        seconds, what = orchestrated()
+        flow_s.append(seconds)
+        print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s   ({what})", flush=True)
+    best_plain, best_flow = min(plain_s), min(flow_s)
+    print(f"best plain {best_plain:.2f} s, best flow {best_flow:.2f} s")
+    print(
+        f"ratio flow / plain      {best_flow / best_plain:8.2f} x   "
+        f"(overhead {best_flow - best_plain:+.2f} s; aim <= 1.3 x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The training flow: window -> split -> search/train -> evaluate -> register -> gate -> promote.
+
+Tasks hold the maths (`tasks/`), the registry seam talks to MLflow (`ctcd/registry.py`); this module wires
+them as Prefect tasks, decides and reports. The search and the baseline are cached by the content of the
+data and the config, so a rerun after a crash (or on unchanged data) skips them. MLflow calls retry with
+back-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+from prefect.utilities.hashing import hash_objects
+from pydantic import BaseModel
+
+import tasks.model as model_module
+import tasks.training as training_module
+from ctcd import batches, registry
+from ctcd.config import CtcdConfig, load_config
+from ctcd.errors import WorkFailed
+from ctcd.workspace import Workspace
+from tasks import dataset, evaluation, model_gate, training
+from tasks.dataset import BatchInput, Split
+from tasks.model import Model, candidate_kind, features_frame, positive_proba, target_vector, xgboost_params
+
+MLFLOW_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+_CODE_DIGEST = hashlib.sha256(
+    Path(training_module.__file__).read_bytes() + Path(model_module.__file__).read_bytes()
+).hexdigest()
+
+
+class BatchFile(BaseModel):
+    """A validated batch on disk with its content hash and its labels file."""
+
+    batch_id: str
+    path: str
+    sha256: str
+    labels_path: str
+
+
+class TrainingReport(BaseModel):
+    """What one training run produced and decided."""
+
+    model_name: str
+    version: str
+    run_id: str
+    promoted: bool
+    champion_version: str | None
+    previous_champion: str | None
+    decision: model_gate.GateDecision
+    metrics: dict[str, float | None]
+    device: str
+    batches: list[str]
+    rows: dict[str, int]
+    reason: str
+    seconds: float
+
+
+def validated_files(ws: Workspace) -> list[BatchFile]:
+    """Every validated batch in the workspace whose labels have arrived, oldest first."""
+    found = []
+    for record in batches.validated_batches(ws):
+        labels = ws.labels / f"{record.batch_id}.parquet"
+        if labels.is_file():
+            found.append(
+                BatchFile(
+                    batch_id=record.batch_id,
+                    path=str(record.path(ws)),
+                    sha256=record.sha256,
+                    labels_path=str(labels),
+                )
+            )
+    return found
+
+
+@task(name="select-window", cache_policy=NO_CACHE)
+def select_window(cfg: CtcdConfig, ws: Workspace, window_start: str | None) -> list[BatchFile]:
+    """The validated, labelled batches of the training window."""
+    files = {f.batch_id: f for f in validated_files(ws)}
+    chosen = dataset.select_window(list(files), set(files), cfg.training.window_days, window_start)
+    if not chosen:
+        raise WorkFailed(
+            f"no validated batch with arrived labels in {ws.validated}"
+            + (f" on or after {window_start}" if window_start else "")
+            + ": run `ctcd data land` and `ctcd validate` (or `ctcd run`) first"
+        )
+    return [files[b] for b in chosen]
+
+
+@task(name="load-training-data", cache_policy=NO_CACHE)
+def load_training_data(cfg: CtcdConfig, files: list[BatchFile]) -> tuple[list[BatchInput], Split]:
+    """Read the window's batches, join their labels and split them in time order."""
+    inputs = []
+    for f in files:
+        features = batches.read_batch(Path(f.path), cfg)
+        labels = pd.read_parquet(f.labels_path)
+        inputs.append(
+            BatchInput(f.batch_id, f.sha256, f.path, dataset.join_labels(features, labels, cfg.dataset))
+        )
+    frame = dataset.training_frame(inputs, cfg.dataset)
+    return inputs, dataset.time_split(frame, cfg.training)
+
+
+def _fit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    cfg: CtcdConfig = parameters["cfg"]
+    device = parameters.get("device")
+    return hash_objects(
+        context.task.name,
+        _CODE_DIGEST,
+        parameters["split"].digest,
+        cfg.dataset.model_dump_json(),
+        cfg.model.model_dump_json(),
+        cfg.training.model_dump_json(),
+        cfg.gates.model.primary_metric,
+        device.device if device else None,
+    )
+
+
+@task(name="search", cache_key_fn=_fit_cache_key, persist_result=True)
+def run_search(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> training.SearchResult:
+    """The budgeted search with early stopping (cached by data and config)."""
+    return training.search(cfg, split, device)
+
+
+@task(name="fit-baseline", cache_key_fn=_fit_cache_key, persist_result=True)
+def fit_baseline(cfg: CtcdConfig, split: Split) -> Model:
+    """The baseline model (cached by data and config)."""
+    return training.fit_baseline(cfg, split)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(model: Model, split: Split, cfg: CtcdConfig) -> tuple[evaluation.EvaluationReport, Any]:
+    """Holdout report and positive-class probabilities."""
+    return evaluation.evaluate(model, split.test, cfg)
+
+
+def _candidate_run(
+    cfg: CtcdConfig,
+    inputs: list[BatchInput],
+    split: Split,
+    result: training.SearchResult,
+    report: evaluation.EvaluationReport,
+    baseline_report: evaluation.EvaluationReport,
+    proba: Any,
+    tags: dict[str, str],
+) -> registry.CandidateRun:
+    best = result.best
+    y_test = target_vector(split.test, cfg.dataset).to_numpy()
+    importance = evaluation.feature_importance(best.model, split.test, cfg)
+    is_xgb = candidate_kind(cfg) == "xgboost"
+    params: dict[str, Any] = {
+        "model.kind": candidate_kind(cfg),
+        **(xgboost_params(cfg, best.params, result.device.device) if is_xgb else best.params),
+        "device": result.device.device,
+        "early_stopping_rounds": cfg.model.early_stopping_rounds if is_xgb else None,
+        "training.window_days": cfg.training.window_days,
+        "training.seed": cfg.training.seed,
+        "search.budget": len(result.candidates),
+        "best_iteration": best.best_iteration,
+        **{f"rows.{k}": v for k, v in split.rows.items()},
+    }
+    metrics = {
+        **evaluation.flat_metrics(report),
+        **evaluation.flat_metrics(baseline_report, prefix="baseline_test_"),
+        f"validation_{result.metric}": best.validation_score,
+        "fit_seconds": sum(c.fit_seconds for c in result.candidates),
+    }
+    children = [
+        registry.ChildRun(
+            name=f"candidate-{i}",
+            params={**c.params, "best_iteration": c.best_iteration},
+            metrics={f"validation_{result.metric}": c.validation_score, "fit_seconds": c.fit_seconds},
+        )
+        for i, c in enumerate(result.candidates)
+    ]
+    train_rows = pd.concat([split.train, split.validation], ignore_index=True)
+    return registry.CandidateRun(
+        model=best.model,
+        params=params,
+        metrics=metrics,
+        evaluation=report.model_dump(mode="json"),
+        reference=evaluation.reference_sample(best.model, train_rows, cfg, cfg.training.reference_rows),
+        input_example=features_frame(split.test.head(5), cfg.dataset),
+        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
+        config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        tags=tags,
+        figures={
+            "confusion_matrix": evaluation.confusion_figure(y_test, proba),
+            "calibration": evaluation.calibration_figure(y_test, proba),
+            "feature_importance": evaluation.importance_figure(importance),
+        },
+        json_artifacts={
+            "feature_importance.json": importance,
+            "search.json": {
+                "metric": result.metric,
+                "best_index": result.best_index,
+                "candidates": [
+                    {
+                        "params": c.params,
+                        "validation_score": c.validation_score,
+                        "best_iteration": c.best_iteration,
+                    }
+                    for c in result.candidates
+                ],
+            },
+            "baseline_evaluation.json": baseline_report.model_dump(mode="json"),
+        },
+        children=children,
+        run_name=f"train-{inputs[-1].batch_id}",
+    )
+
+
+@task(name="register-candidate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def register_candidate(cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun) -> registry.ModelRef:
+    """Log the run and register the candidate as the new `challenger` version."""
+    return registry.log_candidate(cfg, ws, run)
+
+
+@task(name="score-champion", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def score_champion(cfg: CtcdConfig, ws: Workspace, split: Split) -> tuple[registry.ModelRef | None, Any]:
+    """The current champion and its probabilities on the candidate's holdout (None before the first)."""
+    ref = registry.champion(cfg, ws)
+    if ref is None:
+        return None, None
+    champion = registry.load_model(cfg, ws, ref)
+    return ref, positive_proba(champion, features_frame(split.test, cfg.dataset))
+
+
+@task(name="gate", cache_policy=NO_CACHE)
+def gate(
+    cfg: CtcdConfig,
+    split: Split,
+    proba: Any,
+    reference_proba: Any,
+    report: evaluation.EvaluationReport,
+    reference_kind: model_gate.ReferenceKind,
+    candidate: registry.ModelRef,
+    reference_version: str | None,
+) -> model_gate.GateDecision:
+    """The blessing of the candidate against the champion (or the baseline for the first model)."""
+    y = target_vector(split.test, cfg.dataset).to_numpy()
+    return model_gate.decide(
+        cfg,
+        split.test,
+        y,
+        proba,
+        reference_proba,
+        report.metrics,
+        evaluation.classification_metrics(y, reference_proba),
+        reference_kind,
+        candidate_version=candidate.version,
+        reference_version=reference_version,
+        holdout_batches=report.batches,
+    )
+
+
+@task(name="record-decision", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def record_decision(
+    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, decision: model_gate.GateDecision
+) -> None:
+    """Save the decision with the version (artifact + tags)."""
+    registry.record_decision(
+        cfg, ws, ref, decision.model_dump(mode="json"), model_gate.decision_tags(decision)
+    )
+
+
+@task(name="promote", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def promote(
+    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, reason: str, extra: dict[str, Any]
+) -> None:
+    """Move `champion` to the blessed candidate."""
+    registry.promote(cfg, ws, ref, reason, actor="ctcd-training", extra=extra)
+
+
+def _report_artifacts(
+    cfg: CtcdConfig, ws: Workspace, report: TrainingReport, baseline: evaluation.EvaluationReport
+) -> None:
+    d = report.decision
+    rows = [
+        {"metric": k, "candidate": report.metrics.get(k), d.reference_kind: d.reference_metrics.get(k)}
+        for k in evaluation.METRICS
+    ]
+    rows.append(
+        {"metric": "baseline " + d.primary_metric, "candidate": baseline.metrics.get(d.primary_metric)}
+    )
+    create_table_artifact(
+        rows, key="training-metrics", description=f"Holdout metrics of version {report.version}"
+    )
+    create_link_artifact(registry.run_url(cfg, ws, report.run_id), link_text="MLflow run", key="mlflow-run")
+    ref = registry.ModelRef(report.model_name, report.version, report.run_id)
+    create_link_artifact(
+        registry.model_version_url(cfg, ws, ref),
+        link_text=f"model version {report.version}",
+        key="model-version",
+    )
+    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in d.checks)
+    create_markdown_artifact(
+        f"## Model gate: {'promoted' if report.promoted else 'not promoted'}\n\n{d.summary()}\n\n"
+        f"| check | result | rule |\n|---|---|---|\n{checks}\n",
+        key="model-gate",
+        description="The blessing of the candidate",
+    )
+
+
+@flow(name="training", log_prints=False)
+def training_flow(
+    config_path: str | None = None,
+    reason: str = "manual",
+    window_start: str | None = None,
+    trigger: dict | None = None,
+) -> TrainingReport:
+    """Train on the window, register the candidate, gate it against the champion and promote if blessed."""
+    started = time.perf_counter()
+    logger = get_run_logger()
+    cfg = load_config(config_path)
+    ws = Workspace.open()
+
+    files = select_window(cfg, ws, window_start)
+    inputs, split = load_training_data(cfg, files)
+    device = training.choose_device(cfg.training.device)
+    logger.info("training on %s (%s), rows %s", device.device, device.reason, split.rows)
+
+    result = run_search(cfg, split, device)
+    baseline = fit_baseline(cfg, split)
+    report, proba = evaluate(result.best.model, split, cfg)
+    baseline_report, baseline_proba = evaluate(baseline, split, cfg)
+
+    tags = {
+        "ctcd.reason": reason,
+        "ctcd.trigger": json.dumps(trigger or {}, sort_keys=True, default=str)[:4900],
+        "ctcd.window_start": window_start or "-",
+        "ctcd.device": device.device,
+        "ctcd.device_reason": device.reason,
+        "ctcd.model_kind": candidate_kind(cfg),
+    }
+    run = _candidate_run(cfg, inputs, split, result, report, baseline_report, proba, tags)
+    candidate = register_candidate(cfg, ws, run)
+
+    champion, champion_proba = score_champion(cfg, ws, split)
+    if champion is None:
+        decision = gate(cfg, split, proba, baseline_proba, report, "baseline", candidate, None)
+    else:
+        decision = gate(cfg, split, proba, champion_proba, report, "champion", candidate, champion.version)
+    record_decision(cfg, ws, candidate, decision)
+    logger.info("model gate for version %s: %s", candidate.version, decision.summary())
+
+    if decision.passed:
+        promote(
+            cfg,
+            ws,
+            candidate,
+            f"{reason}: gate passed, {decision.summary()}",
+            {"run_id": candidate.run_id, "trigger_reason": reason},
+        )
+    out = TrainingReport(
+        model_name=cfg.registered_model_name,
+        version=candidate.version,
+        run_id=candidate.run_id or "",
+        promoted=decision.passed,
+        champion_version=candidate.version if decision.passed else (champion.version if champion else None),
+        previous_champion=champion.version if champion else None,
+        decision=decision,
+        metrics=report.metrics,
+        device=device.device,
+        batches=[f.batch_id for f in files],
+        rows=split.rows,
+        reason=reason,
+        seconds=time.perf_counter() - started,
+    )
+    _report_artifacts(cfg, ws, out, baseline_report)
+    return out

@@ -1,0 +1,133 @@
+"""The training frame: validated batches of a window joined with their labels, split in time order.
+
+Rows whose label has not arrived yet are not trainable. The split never shuffles across time: the oldest
+rows train, the next ones validate (early stopping, model choice), the most recent ones are the holdout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from ctcd.config import DatasetConfig, TrainingConfig
+from ctcd.errors import WorkFailed
+
+BATCH_COLUMN = "_batch_id"
+MIN_TRAIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One validated batch used for training: its id, content hash, source and labelled rows."""
+
+    batch_id: str
+    sha256: str
+    source: str
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train, validation and test frames in time order, with a content digest of all three."""
+
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    digest: str
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def _as_date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _on_or_after(batch_id: str, start: str) -> bool:
+    b, s = _as_date(batch_id), _as_date(start)
+    if b is not None and s is not None:
+        return b >= s
+    return batch_id >= start
+
+
+def select_window(
+    batch_ids: Sequence[str],
+    labelled: Collection[str],
+    window_days: int,
+    window_start: str | None = None,
+) -> list[str]:
+    """The most recent `window_days` labelled batches (by id order), none before `window_start`."""
+    usable = sorted(b for b in set(batch_ids) if b in labelled)
+    if window_start:
+        usable = [b for b in usable if _on_or_after(b, window_start)]
+    return usable[-window_days:]
+
+
+def join_labels(features: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
+    """The batch's rows that have an arrived label, with the target column joined by id."""
+    checks = (
+        ("batch", features, dataset.id_column),
+        ("labels", labels, dataset.id_column),
+        ("labels", labels, dataset.target),
+    )
+    for name, frame, col in checks:
+        if col not in frame.columns:
+            raise WorkFailed(f"the {name} frame has no column {col!r}: check dataset.id_column and target")
+    found = labels[[dataset.id_column, dataset.target]].dropna()
+    found = found.drop_duplicates(dataset.id_column, keep="last")
+    rows = features.drop(columns=[dataset.target], errors="ignore")
+    return rows.merge(found, on=dataset.id_column, how="inner", validate="many_to_one")
+
+
+def training_frame(batches: Sequence[BatchInput], dataset: DatasetConfig) -> pd.DataFrame:
+    """All labelled rows of the batches in time order, with the batch id in `BATCH_COLUMN`."""
+    if not batches:
+        raise WorkFailed("no validated batch with arrived labels is in the training window: ingest more data")
+    keep = [dataset.id_column, *dataset.features, dataset.target]
+    if dataset.timestamp_column:
+        keep.insert(1, dataset.timestamp_column)
+    parts = []
+    for b in sorted(batches, key=lambda b: b.batch_id):
+        missing = [c for c in keep if c not in b.frame.columns]
+        if missing:
+            raise WorkFailed(f"batch {b.batch_id} has no column(s) {missing}: was it validated?")
+        parts.append(b.frame[keep].assign(**{BATCH_COLUMN: b.batch_id}))
+    frame = pd.concat(parts, ignore_index=True)
+    order = [BATCH_COLUMN] + ([dataset.timestamp_column] if dataset.timestamp_column else [])
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A content hash of a frame (values, index and column names), stable across processes."""
+    h = hashlib.sha256()
+    h.update(",".join(map(str, frame.columns)).encode())
+    h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def time_split(frame: pd.DataFrame, training: TrainingConfig) -> Split:
+    """Split a time-ordered frame: oldest rows train, then validation, the most recent rows test."""
+    n = len(frame)
+    n_test = math.ceil(n * training.test_fraction)
+    n_val = math.ceil(n * training.validation_fraction)
+    n_train = n - n_val - n_test
+    if n_train < MIN_TRAIN_ROWS:
+        raise WorkFailed(
+            f"only {n} labelled rows are in the training window ({n_train} to train on, at least "
+            f"{MIN_TRAIN_ROWS} needed): wait for more labels or raise training.window_days"
+        )
+    return Split(
+        train=frame.iloc[:n_train].reset_index(drop=True),
+        validation=frame.iloc[n_train : n_train + n_val].reset_index(drop=True),
+        test=frame.iloc[n_train + n_val :].reset_index(drop=True),
+        digest=frame_digest(frame),
+    )

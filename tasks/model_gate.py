@@ -1,0 +1,302 @@
+"""The model gate (a TFX-style blessing): floors, a paired bootstrap against the champion, and slices.
+
+The candidate and its reference (the champion, or the baseline before there is one) are scored on the same
+holdout. The candidate passes when (a) every floor holds, (b) the bootstrap interval of its difference on
+the primary metric rules out a regression beyond `max_regression`, (c) it improves the primary metric by
+more than `min_improvement` (so an equal model never displaces the champion), and (d) no slice with enough
+rows regresses beyond `slice_max_regression`. The decision keeps every number behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from ctcd.config import CtcdConfig, ModelGateConfig
+from tasks.evaluation import GREATER_IS_BETTER, metric_value, metric_values, slice_keys
+
+ReferenceKind = Literal["champion", "baseline"]
+_CHUNK = 50  # bootstrap samples scored at once (bounds memory: chunk x holdout rows floats)
+
+
+class Check(BaseModel):
+    """One rule of the gate with the numbers it compared."""
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+class BootstrapResult(BaseModel):
+    """Paired bootstrap of (candidate - reference) on one metric, signed so that positive is better."""
+
+    metric: str
+    candidate: float
+    reference: float
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    samples: int
+
+
+class SliceResult(BaseModel):
+    """The primary metric on one slice value for both models."""
+
+    column: str
+    value: str
+    rows: int
+    candidate: float | None
+    reference: float | None
+    regression: float | None
+    passed: bool
+
+
+class GateDecision(BaseModel):
+    """The blessing: whether the candidate may replace its reference, and the evidence."""
+
+    passed: bool
+    primary_metric: str
+    reference_kind: ReferenceKind
+    candidate_version: str | None = None
+    reference_version: str | None = None
+    holdout_rows: int
+    holdout_batches: list[str] = []
+    candidate_metrics: dict[str, float | None]
+    reference_metrics: dict[str, float | None]
+    bootstrap: BootstrapResult
+    slices: list[SliceResult]
+    checks: list[Check]
+    thresholds: ModelGateConfig
+    decided_at: str
+
+    @property
+    def reasons(self) -> list[str]:
+        """The detail of every failed check (empty when the gate passed)."""
+        return [c.detail for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        """One line: passed or not, and why."""
+        b = self.bootstrap
+        head = (
+            f"{'PASSED' if self.passed else 'FAILED'} vs {self.reference_kind}: {b.metric} "
+            f"{b.candidate:.4f} vs {b.reference:.4f} (delta {b.delta:+.4f}, "
+            f"{b.confidence:.0%} CI [{b.low:+.4f}, {b.high:+.4f}])"
+        )
+        return head if self.passed else f"{head}; " + "; ".join(self.reasons)
+
+
+def _signed(metric: str, value: float) -> float:
+    return value if GREATER_IS_BETTER[metric] else -value
+
+
+def paired_bootstrap(
+    metric: str,
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> BootstrapResult:
+    """Resample holdout rows (the same for both models); the interval of the delta, positive = better."""
+    y = np.asarray(y_true)
+    n = len(y)
+    cand = metric_value(metric, y, candidate)
+    ref = metric_value(metric, y, reference)
+    rng = np.random.default_rng(seed)
+    deltas: list[np.ndarray] = []
+    for done in range(0, samples, _CHUNK):
+        # Multinomial counts as weights: the same resample as drawing row indices, for many at once.
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(_CHUNK, samples - done))
+        d = metric_values(metric, y, candidate, w) - metric_values(metric, y, reference, w)
+        deltas.append(d if GREATER_IS_BETTER[metric] else -d)
+    found = np.concatenate(deltas) if deltas else np.array([])
+    found = found[~np.isnan(found)]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(found, [alpha, 1 - alpha]) if len(found) else (math.nan, math.nan)
+    return BootstrapResult(
+        metric=metric,
+        candidate=cand,
+        reference=ref,
+        delta=_signed(metric, cand - ref),
+        low=float(low),
+        high=float(high),
+        confidence=confidence,
+        samples=len(found),
+    )
+
+
+def floor_checks(metrics: dict[str, float | None], floors: dict[str, float]) -> list[Check]:
+    """One check per configured floor (a ceiling for metrics where lower is better)."""
+    checks = []
+    for name, floor in sorted(floors.items()):
+        value = metrics.get(name)
+        higher = GREATER_IS_BETTER.get(name, True)
+        ok = value is not None and (value >= floor if higher else value <= floor)
+        word = ">=" if higher else "<="
+        checks.append(
+            Check(
+                name=f"floor:{name}",
+                passed=ok,
+                value=value,
+                threshold=floor,
+                detail=f"{name} {_fmt(value)} must be {word} {floor}",
+            )
+        )
+    return checks
+
+
+def slice_results(
+    frame: pd.DataFrame,
+    y_true: np.ndarray,
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    cfg: CtcdConfig,
+) -> list[SliceResult]:
+    """The primary metric per slice value for both models, judged against `slice_max_regression`."""
+    gate = cfg.gates.model
+    metric = gate.primary_metric
+    out = []
+    for column in cfg.dataset.slice_columns:
+        keys = slice_keys(frame, column, cfg).to_numpy()
+        for key in sorted(set(keys)):
+            mask = keys == key
+            rows = int(mask.sum())
+            c = metric_value(metric, y_true[mask], candidate[mask])
+            r = metric_value(metric, y_true[mask], reference[mask])
+            judged = rows >= gate.min_slice_rows and not (math.isnan(c) or math.isnan(r))
+            regression = _signed(metric, r - c) if judged else None
+            passed = regression is None or regression <= gate.slice_max_regression
+            out.append(
+                SliceResult(
+                    column=column,
+                    value=str(key),
+                    rows=rows,
+                    candidate=None if math.isnan(c) else c,
+                    reference=None if math.isnan(r) else r,
+                    regression=regression,
+                    passed=passed,
+                )
+            )
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def decide(
+    cfg: CtcdConfig,
+    test: pd.DataFrame,
+    y_true: np.ndarray,
+    candidate_proba: np.ndarray,
+    reference_proba: np.ndarray,
+    candidate_metrics: dict[str, float | None],
+    reference_metrics: dict[str, float | None],
+    reference_kind: ReferenceKind,
+    candidate_version: str | None = None,
+    reference_version: str | None = None,
+    holdout_batches: list[str] | None = None,
+) -> GateDecision:
+    """Judge a candidate against its reference on the same holdout and return the typed decision."""
+    gate = cfg.gates.model
+    metric = gate.primary_metric
+    boot = paired_bootstrap(
+        metric,
+        y_true,
+        candidate_proba,
+        reference_proba,
+        gate.bootstrap_samples,
+        gate.confidence,
+        cfg.training.seed,
+    )
+    checks = floor_checks(candidate_metrics, gate.floors)
+    checks.append(
+        Check(
+            name="no_regression",
+            passed=not math.isnan(boot.low) and boot.low >= -gate.max_regression,
+            value=boot.low,
+            threshold=-gate.max_regression,
+            detail=(
+                f"{boot.confidence:.0%} CI lower bound of {metric} change vs {reference_kind} "
+                f"{_fmt(boot.low)} must be >= -{gate.max_regression}"
+            ),
+        )
+    )
+    checks.append(
+        Check(
+            name="improvement",
+            passed=not math.isnan(boot.delta) and boot.delta > gate.min_improvement,
+            value=boot.delta,
+            threshold=gate.min_improvement,
+            detail=f"{metric} change vs {reference_kind} {_fmt(boot.delta)} must be > {gate.min_improvement}",
+        )
+    )
+    slices = slice_results(test, y_true, candidate_proba, reference_proba, cfg)
+    for s in slices:
+        if not s.passed:
+            checks.append(
+                Check(
+                    name=f"slice:{s.column}={s.value}",
+                    passed=False,
+                    value=s.regression,
+                    threshold=gate.slice_max_regression,
+                    detail=(
+                        f"slice {s.column}={s.value} ({s.rows} rows) {metric} regresses by "
+                        f"{_fmt(s.regression)} > {gate.slice_max_regression}"
+                    ),
+                )
+            )
+    judged = [s for s in slices if s.regression is not None]
+    checks.append(
+        Check(
+            name="slices",
+            passed=all(s.passed for s in slices),
+            value=max((s.regression for s in judged if s.regression is not None), default=None),
+            threshold=gate.slice_max_regression,
+            detail=f"{sum(not s.passed for s in slices)} of {len(judged)} judged slices regress too much",
+        )
+    )
+    return GateDecision(
+        passed=all(c.passed for c in checks),
+        primary_metric=metric,
+        reference_kind=reference_kind,
+        candidate_version=candidate_version,
+        reference_version=reference_version,
+        holdout_rows=len(y_true),
+        holdout_batches=holdout_batches or [],
+        candidate_metrics=candidate_metrics,
+        reference_metrics=reference_metrics,
+        bootstrap=boot,
+        slices=slices,
+        checks=checks,
+        thresholds=gate,
+        decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def decision_tags(decision: GateDecision) -> dict[str, str]:
+    """The decision flattened into model-version tags (`ctcd.gate.*`)."""
+    b = decision.bootstrap
+    return {
+        "ctcd.gate.passed": str(decision.passed).lower(),
+        "ctcd.gate.reference": f"{decision.reference_kind}:{decision.reference_version or '-'}",
+        "ctcd.gate.primary_metric": decision.primary_metric,
+        "ctcd.gate.candidate": f"{b.candidate:.6f}",
+        "ctcd.gate.reference_value": f"{b.reference:.6f}",
+        "ctcd.gate.delta": f"{b.delta:.6f}",
+        "ctcd.gate.ci": f"[{b.low:.6f}, {b.high:.6f}] at {b.confidence}",
+        "ctcd.gate.checks": ", ".join(f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.checks)[
+            :4900
+        ],
+        "ctcd.gate.reasons": "; ".join(decision.reasons)[:4900] or "-",
+        "ctcd.gate.decided_at": decision.decided_at,
+    }

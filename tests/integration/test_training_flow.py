@@ -1,0 +1,188 @@
+"""The training flow on a Prefect test server with the embedded MLflow store: CT cycles end to end.
+
+`land_validated` and `write_config` are shared with test_mlflow_server.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ctcd import registry
+from ctcd.batches import BatchRecord, sha256_of
+from ctcd.config import CtcdConfig
+from ctcd.workspace import Workspace
+from tasks.stream import generate_day
+from tests.tasks.test_training import small_config
+
+pytestmark = pytest.mark.integration
+
+
+def write_config(cfg: CtcdConfig, path: Path) -> Path:
+    """Write a config object as a YAML file a flow can load."""
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def land_validated(cfg: CtcdConfig, ws: Workspace, days: range) -> list[str]:
+    """Put stream days into validated/ (with their batch records) and their labels into labels/."""
+    ids = []
+    for day in days:
+        b = generate_day(cfg, day)
+        path = ws.validated / f"{b.batch_id}.parquet"
+        b.features.to_parquet(path, index=False)
+        record = BatchRecord(
+            batch_id=b.batch_id,
+            status="validated",
+            file=path.name,
+            sha256=sha256_of(path),
+            bytes=path.stat().st_size,
+            rows=len(b.features),
+            suite="written by the test",
+            reason="passed",
+            validated_at=datetime.now(UTC),
+        )
+        (ws.validated / f"{b.batch_id}.json").write_text(record.model_dump_json(), encoding="utf-8")
+        b.labels.to_parquet(ws.labels / f"{b.batch_id}.parquet", index=False)
+        ids.append(b.batch_id)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {tr.name.rsplit("-", 1)[0]: tr.state.name for tr in runs if tr.state}
+
+
+def _artifact_keys(flow_run_id) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in found if a.key}
+
+
+def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_config, workspace, tmp_path):
+    from flows.training import training_flow
+
+    cfg = small_config(default_config)
+    path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
+    ids = land_validated(cfg, workspace, range(1, 7))
+
+    # 1. The first model must beat the baseline, then becomes champion with its evidence.
+    state = training_flow(path, reason="first", trigger={"kind": "test"}, return_state=True)
+    first = state.result()
+    assert first.promoted and first.version == "1" and first.decision.reference_kind == "baseline"
+    assert first.batches == ids[-cfg.training.window_days :]
+    assert first.device == "cpu"
+    champ = registry.require_champion(cfg, workspace)
+    assert champ.version == "1"
+    tags = champ.tags
+    shas = {i: sha256_of(workspace.validated / f"{i}.parquet") for i in ids}
+    assert tags["ctcd.data.batches"].split(",") == [f"{i}:{shas[i][:12]}" for i in first.batches]
+    assert tags["ctcd.gate.passed"] == "true" and tags["ctcd.gate.reference"] == "baseline:-"
+    assert (tags["ctcd.reason"], tags["ctcd.trigger"]) == ("first", '{"kind": "test"}')
+    assert float(tags["ctcd.metric.test_roc_auc"]) == pytest.approx(first.metrics["roc_auc"], abs=1e-6)
+    assert tags["ctcd.device"] == "cpu" and tags["ctcd.promotion_reason"].startswith("first: gate passed")
+    client = registry.connect(cfg, workspace)
+    run = client.get_run(champ.run_id)
+    assert run.data.params["device"] == "cpu" and run.data.tags["ctcd.git_commit"]
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == set(first.batches)
+    assert {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "sha256"} == {
+        shas[i] for i in first.batches
+    }
+    top = {a.path for a in client.list_artifacts(champ.run_id)}
+    assert {"config.yaml", "evaluation.json", "gate", "reference", "plots", "feature_importance.json"} <= top
+    plots = {Path(a.path).name for a in client.list_artifacts(champ.run_id, "plots")}
+    assert plots == {"confusion_matrix.png", "calibration.png", "feature_importance.png"}
+    decision = registry.load_decision(cfg, workspace, champ)
+    assert decision["passed"] and decision["bootstrap"]["samples"] == cfg.gates.model.bootstrap_samples
+    assert (
+        yaml.safe_load(Path(client.download_artifacts(champ.run_id, "config.yaml")).read_text())["training"][
+            "seed"
+        ]
+        == cfg.training.seed
+    )
+    reference = registry.load_reference(cfg, workspace, champ)
+    assert {*cfg.dataset.features, cfg.dataset.target, "probability", "prediction"} == set(reference.columns)
+    assert registry.load_evaluation(cfg, workspace, champ)["metrics"]["roc_auc"] == first.metrics["roc_auc"]
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{champ.run_id}'"
+    )
+    assert len(children) == cfg.model.search.budget
+    assert {"training-metrics", "mlflow-run", "model-version", "model-gate"} <= _artifact_keys(
+        state.state_details.flow_run_id
+    )
+    model = registry.load_model(cfg, workspace, champ)
+    assert model.get_params()["device"] == "cpu"
+
+    # 2. Same data again: a challenger is registered, equal is not better, the champion stays.
+    state = training_flow(path, reason="again", return_state=True)
+    second = state.result()
+    assert (second.version, second.promoted, second.champion_version) == ("2", False, "1")
+    assert second.metrics == first.metrics
+    assert _task_states(state.state_details.flow_run_id)["search"] == "Cached"
+    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "2"
+    assert registry.version(cfg, workspace, "2").tags["ctcd.gate.passed"] == "false"
+
+    # 3. A deliberately worse candidate (labels shuffled) is registered but never promoted.
+    rng = np.random.default_rng(0)
+    for i in ids:
+        labels = pd.read_parquet(workspace.labels / f"{i}.parquet")
+        labels[cfg.dataset.target] = rng.permutation(labels[cfg.dataset.target].to_numpy())
+        labels.to_parquet(workspace.labels / f"{i}.parquet", index=False)
+    worse = training_flow(path, reason="shuffled")
+    assert (worse.version, worse.promoted) == ("3", False)
+    assert registry.require_champion(cfg, workspace).version == "1"
+
+    # 4. By hand: promote 2, roll back to 1; the history shows every move.
+    runner = CliRunner()
+    from ctcd.cli import app
+
+    assert runner.invoke(app, ["promote", "2", "--reason", "try it", "-c", path]).exit_code == 0
+    back = runner.invoke(app, ["rollback", "--reason", "back", "-c", path])
+    assert back.exit_code == 0, back.output
+    assert registry.require_champion(cfg, workspace).version == "1"
+    moves = [(h["previous"], h["version"], h.get("action")) for h in registry.alias_history(workspace)]
+    assert moves == [(None, "1", "promote"), ("1", "2", "promote"), ("2", "1", "rollback")]
+
+
+def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
+    prefect_server, default_config, workspace, tmp_path
+):
+    from ctcd.cli import app
+
+    small = small_config(default_config, rows_per_day=1000)  # the shipped suite wants 1000-3000 rows a day
+    assert small.stream is not None
+    cfg = small.model_copy(update={"stream": small.stream.model_copy(update={"perturbation": 0.0})})
+    path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
+    runner = CliRunner()
+    gen = runner.invoke(app, ["data", "generate", "--days", "5", "-c", path])
+    assert gen.exit_code == 0, gen.output
+    run = runner.invoke(app, ["run", "-c", path])
+    assert run.exit_code == 0, f"{run.output}\n{run.exception!r}"
+    assert "champion: version 1" in run.stdout
+    champ = registry.require_champion(cfg, workspace)
+    assert champ.tags["ctcd.reason"] == "ctcd run" and champ.tags["ctcd.gate.passed"] == "true"
+    # The last day's labels have not arrived yet: it was validated but not trained on.
+    assert len(champ.tags["ctcd.data.batches"].split(",")) == 4

@@ -1,0 +1,154 @@
+"""The model gate: floors, paired bootstrap against the reference, improvement, slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import dataset, evaluation, model_gate, training
+from tasks.model import target_vector
+from tests.tasks.test_training import small_config, small_split
+
+
+@pytest.fixture(scope="module")
+def cfg(default_config):
+    return small_config(default_config, rows_per_day=250)
+
+
+@pytest.fixture(scope="module")
+def holdout(cfg):
+    """A real champion trained on the stream, and its holdout."""
+    split = small_split(cfg, range(1, 7))
+    champion = training.fit_candidate(cfg, split, {}, training.choose_device("cpu")).model
+    return split, champion
+
+
+def _decide(cfg, test, cand, ref, kind="champion"):
+    y = target_vector(test, cfg.dataset).to_numpy()
+    return model_gate.decide(
+        cfg,
+        test,
+        y,
+        cand,
+        ref,
+        evaluation.classification_metrics(y, cand),
+        evaluation.classification_metrics(y, ref),
+        kind,
+        candidate_version="2",
+        reference_version="1",
+    )
+
+
+def _check(decision, name):
+    return next(c for c in decision.checks if c.name == name)
+
+
+def test_an_equal_candidate_does_not_displace_the_champion(cfg, holdout):
+    split, champion = holdout
+    _, proba = evaluation.evaluate(champion, split.test, cfg)
+    d = _decide(cfg, split.test, proba, proba)
+    assert not d.passed
+    assert _check(d, "no_regression").passed
+    assert not _check(d, "improvement").passed
+    assert d.bootstrap.delta == 0 and d.bootstrap.low == 0 and d.bootstrap.high == 0
+
+
+def test_a_candidate_trained_on_shuffled_labels_is_never_promoted(cfg, holdout):
+    split, champion = holdout
+    rng = np.random.default_rng(0)
+    target = cfg.dataset.target
+    shuffled = dataset.Split(
+        split.train.assign(**{target: rng.permutation(split.train[target].to_numpy())}),
+        split.validation.assign(**{target: rng.permutation(split.validation[target].to_numpy())}),
+        split.test,
+        "shuffled",
+    )
+    worse = training.fit_candidate(cfg, shuffled, {}, training.choose_device("cpu")).model
+    _, cand = evaluation.evaluate(worse, split.test, cfg)
+    _, ref = evaluation.evaluate(champion, split.test, cfg)
+    d = _decide(cfg, split.test, cand, ref)
+    assert not d.passed
+    assert not _check(d, "no_regression").passed
+    assert d.bootstrap.high < 0, "the whole interval says worse"
+    assert not _check(d, "floor:roc_auc").passed
+    # And the other way round the real model would be promoted over the shuffled one.
+    assert _decide(cfg, split.test, ref, cand).passed
+
+
+def test_a_clearly_better_candidate_passes_with_the_evidence(cfg, holdout):
+    split, champion = holdout
+    _, good = evaluation.evaluate(champion, split.test, cfg)
+    y = target_vector(split.test, cfg.dataset).to_numpy()
+    noisy = np.clip(good + np.random.default_rng(1).normal(0, 0.35, len(good)), 0, 1)
+    d = _decide(cfg, split.test, good, noisy)
+    assert d.passed, d.summary()
+    b = d.bootstrap
+    assert b.low <= b.delta <= b.high
+    assert b.candidate == pytest.approx(evaluation.metric_value("roc_auc", y, good))
+    assert b.samples == cfg.gates.model.bootstrap_samples
+    assert d.reasons == []
+    assert "PASSED" in d.summary()
+    assert model_gate.GateDecision.model_validate_json(d.model_dump_json()) == d
+
+
+def test_floors_are_ceilings_for_metrics_where_lower_is_better():
+    checks = model_gate.floor_checks({"roc_auc": 0.7, "log_loss": 0.4}, {"roc_auc": 0.75, "log_loss": 0.5})
+    by = {c.name: c.passed for c in checks}
+    assert by == {"floor:roc_auc": False, "floor:log_loss": True}
+    (missing,) = model_gate.floor_checks({"roc_auc": None}, {"roc_auc": 0.5})
+    assert not missing.passed
+
+
+def test_lower_is_better_primary_metric_is_signed_so_positive_means_better():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    good = np.clip(y * 0.7 + 0.15 + rng.normal(0, 0.05, 500), 0.01, 0.99)
+    bad = np.full(500, 0.5)
+    b = model_gate.paired_bootstrap("log_loss", y, good, bad, 50, 0.9, 0)
+    assert b.delta > 0 and b.low > 0
+    assert b.candidate < b.reference
+
+
+def test_a_slice_regressing_beyond_its_margin_fails_the_gate(cfg, holdout):
+    split, champion = holdout
+    _, ref = evaluation.evaluate(champion, split.test, cfg)
+    (column,) = cfg.dataset.slice_columns
+    keys = split.test[column].astype(str).to_numpy()
+    counts = pd.Series(keys).value_counts()
+    victim = counts.index[0]
+    cand = ref.copy()
+    mask = keys == victim
+    cand[mask] = np.random.default_rng(2).uniform(0, 1, mask.sum())  # useless on one slice only
+    d = _decide(cfg, split.test, cand, ref)
+    failed = [c.name for c in d.checks if not c.passed]
+    assert f"slice:{column}={victim}" in failed
+    assert "slices" in failed
+    s = next(s for s in d.slices if s.value == victim)
+    assert s.rows == counts[victim] and s.regression > cfg.gates.model.slice_max_regression
+
+
+def test_small_slices_are_reported_but_not_judged(cfg, holdout):
+    split, champion = holdout
+    _, ref = evaluation.evaluate(champion, split.test, cfg)
+    strict = cfg.model_copy(
+        update={
+            "gates": cfg.gates.model_copy(
+                update={"model": cfg.gates.model.model_copy(update={"min_slice_rows": 10_000})}
+            )
+        }
+    )
+    y = target_vector(split.test, cfg.dataset).to_numpy()
+    results = model_gate.slice_results(split.test, y, 1 - ref, ref, strict)
+    assert results and all(s.regression is None and s.passed for s in results)
+
+
+def test_decision_tags_carry_the_numbers(cfg, holdout):
+    split, champion = holdout
+    _, proba = evaluation.evaluate(champion, split.test, cfg)
+    tags = model_gate.decision_tags(_decide(cfg, split.test, proba, proba))
+    assert tags["ctcd.gate.passed"] == "false"
+    assert tags["ctcd.gate.reference"] == "champion:1"
+    assert float(tags["ctcd.gate.delta"]) == 0.0
+    assert "improvement=FAIL" in tags["ctcd.gate.checks"]
+    assert all(isinstance(v, str) and len(v) < 5000 for v in tags.values())
