@@ -5,6 +5,10 @@ never deleted, to `ws.validated/` or `ws.quarantine/`, next to a sidecar `<batch
 `BatchRecord` with the sha256 of its bytes (lineage), the decision and its one-line reason; a quarantined
 batch's sidecar also holds the full GX validation result. Only validated batches may reach training or be
 used as a reference: read them with `validated_batches(ws)` and `read_batch(path, cfg)`.
+
+Landed files are untrusted. A symbolic link is never followed (its target may lie outside the workspace):
+it is quarantined as the link it is. A batch with far more columns than the dataset declares is refused
+before it is parsed, because the data gate's cost grows with the column count (100k columns: minutes).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from tasks.validation import ExpectationFailure, ValidationOutcome
 
 BATCH_SUFFIXES = (".parquet", ".csv")
 _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+# A batch may carry this many columns more than the dataset declares (ids, stamps, extras the suite
+# rejects by name) before it is refused unread.
+MIN_COLUMN_LIMIT = 1000
 
 
 class BatchUnreadable(BatchRejected):
@@ -87,8 +94,15 @@ def _file_name(batch_id: str, source: Path) -> str:
 
 
 def is_landed_file(path: Path) -> bool:
-    """Whether a file in landing/ is a batch to judge (not hidden, not a partial download)."""
-    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(_PARTIAL_SUFFIXES)
+    """Whether a file in landing/ is a batch to judge (not hidden, not a partial download).
+
+    A symbolic link counts (whatever it points at, even nothing), so the gate quarantines it with a reason.
+    """
+    return (
+        (path.is_symlink() or path.is_file())
+        and not path.name.startswith(".")
+        and not path.name.endswith(_PARTIAL_SUFFIXES)
+    )
 
 
 def landed_batches(ws: Workspace, through: str | None = None) -> list[Path]:
@@ -102,7 +116,9 @@ def landed_batches(ws: Workspace, through: str | None = None) -> list[Path]:
 
 
 def sha256_of(path: Path) -> str:
-    """The sha256 hex digest of a file's bytes."""
+    """The sha256 hex digest of a file's bytes (of a symbolic link's target path: links are not followed)."""
+    if path.is_symlink():
+        return hashlib.sha256(os.fsencode(os.readlink(path))).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -110,9 +126,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def column_limit(cfg: CtcdConfig) -> int:
+    """The most columns a batch may have before it is refused unread (see MIN_COLUMN_LIMIT)."""
+    ds = cfg.dataset
+    declared = len(ds.features) + 1 + (1 if ds.timestamp_column else 0)
+    return max(MIN_COLUMN_LIMIT, 2 * declared)
+
+
 def read_batch(path: Path, cfg: CtcdConfig) -> pd.DataFrame:
     """Read a batch file as a DataFrame; BatchUnreadable with a one-line reason if it is not a table."""
     path = Path(path)
+    if path.is_symlink():
+        raise BatchUnreadable(
+            f"{path.name}: is a symbolic link (to {os.readlink(path)}), not a file: links are not "
+            "followed; land the file itself"
+        )
     suffix = path.suffix.lower()
     if suffix not in BATCH_SUFFIXES:
         raise BatchUnreadable(
@@ -124,18 +152,29 @@ def read_batch(path: Path, cfg: CtcdConfig) -> pd.DataFrame:
         raise WorkFailed(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not data:
         raise BatchUnreadable(f"{path.name}: the file is empty (0 bytes)")
-    frame = _read_parquet(path, data) if suffix == ".parquet" else _read_csv(path, data, cfg)
+    reader = _read_parquet if suffix == ".parquet" else _read_csv
+    frame = reader(path, data, cfg)
     duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
     if duplicated:
         raise BatchUnreadable(f"{path.name}: duplicated column names {duplicated}")
     return frame
 
 
-def _read_parquet(path: Path, data: bytes) -> pd.DataFrame:
+def _check_width(path: Path, columns: int, cfg: CtcdConfig) -> None:
+    limit = column_limit(cfg)
+    if columns > limit:
+        raise BatchUnreadable(
+            f"{path.name}: {columns} columns, more than the {limit} a batch of dataset "
+            f"{cfg.dataset.name!r} may have: refused unread"
+        )
+
+
+def _read_parquet(path: Path, data: bytes, cfg: CtcdConfig) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
+        _check_width(path, pq.ParquetFile(io.BytesIO(data)).metadata.num_columns, cfg)
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BatchUnreadable(f"{path.name}: not a readable Parquet file ({_first_line(exc)})") from exc
@@ -145,7 +184,8 @@ def _read_parquet(path: Path, data: bytes) -> pd.DataFrame:
         raise BatchUnreadable(f"{path.name}: duplicated column names {duplicated}")
     try:
         return table.to_pandas()
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+    except (pa.ArrowException, ValueError, TypeError, KeyError, IndexError) as exc:
+        # KeyError/IndexError: pandas metadata in the schema that names columns or indexes the file lacks.
         raise BatchUnreadable(
             f"{path.name}: Parquet columns cannot be converted ({_first_line(exc)})"
         ) from exc
@@ -170,6 +210,7 @@ def _read_csv(path: Path, data: bytes, cfg: CtcdConfig) -> pd.DataFrame:
         last = next(csv.reader([lines[-1]])) if len(lines) > 1 else header
     except csv.Error as exc:
         raise BatchUnreadable(f"{path.name}: malformed CSV ({exc})") from exc
+    _check_width(path, len(header), cfg)
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise BatchUnreadable(f"{path.name}: duplicated column names {duplicated} in the header")
@@ -214,7 +255,7 @@ def file_batch(
     area = ws.validated if accepted else ws.quarantine
     batch_id = outcome.batch_id
     target = area / _file_name(batch_id, source)
-    if source.resolve() != target.resolve() and _taken(area, batch_id):
+    if not _same_path(source, target) and _taken(area, batch_id):
         if accepted:
             raise WorkFailed(f"batch {batch_id} is already in {area}: batch ids must be unique")
         batch_id = _free_id(area, batch_id)
@@ -224,7 +265,7 @@ def file_batch(
         status="validated" if accepted else "quarantined",
         file=target.name,
         sha256=sha256,
-        bytes=source.stat().st_size,
+        bytes=source.lstat().st_size,
         rows=outcome.rows,
         suite=outcome.suite,
         reason=outcome.reason,
@@ -238,7 +279,7 @@ def file_batch(
     )
     # The sidecar lands first: a reader that sees the data file always finds its record.
     _write_json(area / f"{batch_id}.json", record.model_dump(mode="json"))
-    if source.resolve() != target.resolve():
+    if not _same_path(source, target):
         _move(source, target)
     old_sidecar = source.with_name(f"{batch_id_of(source)}.json")
     if accepted and source.parent.resolve() == ws.quarantine.resolve() and old_sidecar.is_file():
@@ -255,6 +296,8 @@ def force_release(ws: Workspace, batch_id: str, reason: str) -> BatchRecord:
     if record.status != "quarantined":
         raise UsageError(f"batch {batch_id} is not in quarantine (it is {record.status})")
     source = record.path(ws)
+    if source.is_symlink():
+        raise UsageError(f"{record.file} is a symbolic link, not a batch file: it cannot be admitted")
     if source.suffix.lower() not in BATCH_SUFFIXES:
         raise UsageError(f"{record.file} is not a .parquet or .csv batch: it cannot be admitted")
     outcome = ValidationOutcome(
@@ -290,11 +333,13 @@ def quarantined_batches(ws: Workspace) -> list[BatchRecord]:
 
 def find_batch(ws: Workspace, batch_id: str) -> BatchRecord:
     """The record of one batch in validated/ or quarantine/; UsageError if there is none."""
+    if not batch_id or batch_id in (".", "..") or "/" in batch_id or "\\" in batch_id:
+        raise UsageError(f"{batch_id!r} is not a batch id: give the file name without its extension")
     for area in (ws.quarantine, ws.validated):
         sidecar = area / f"{batch_id}.json"
         if sidecar.is_file():
             record = _load_record(sidecar)
-            if (area / record.file).is_file():
+            if _present(area / record.file):
                 return record
     landed = [p for p in landed_batches(ws) if batch_id_of(p) == batch_id]
     where = " (it is still in landing/: run `ctcd validate` or the ingest flow)" if landed else ""
@@ -306,8 +351,10 @@ def _records(area: Path) -> list[BatchRecord]:
         return []
     out = []
     for sidecar in sorted(area.glob("*.json")):
+        if sidecar.with_name(f"{sidecar.name}.json").is_file():
+            continue  # a quarantined `.json` landing (not a batch) next to its own sidecar
         record = _load_record(sidecar)
-        if (area / record.file).is_file():
+        if _present(area / record.file):
             out.append(record)
     return out
 
@@ -319,8 +366,18 @@ def _load_record(sidecar: Path) -> BatchRecord:
         raise WorkFailed(f"{sidecar} is not a batch record: {_first_line(exc)}") from exc
 
 
+def _present(path: Path) -> bool:
+    return path.is_symlink() or path.is_file()
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    # Folders resolved, the last part not: a link must be compared as itself, not as its target.
+    return a.parent.resolve() / a.name == b.parent.resolve() / b.name
+
+
 def _taken(area: Path, batch_id: str) -> bool:
-    return any((area / f"{batch_id}{ext}").exists() for ext in ("", *BATCH_SUFFIXES, ".json"))
+    names = (area / f"{batch_id}{ext}" for ext in ("", *BATCH_SUFFIXES, ".json"))
+    return any(p.exists() or p.is_symlink() for p in names)
 
 
 def _free_id(area: Path, batch_id: str) -> str:
@@ -341,6 +398,6 @@ def _move(source: Path, target: Path) -> None:
         os.replace(source, target)
     except OSError:  # another filesystem: copy, then remove the original once the copy is complete
         tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copy2(source, tmp)
+        shutil.copy2(source, tmp, follow_symlinks=False)
         os.replace(tmp, target)
         source.unlink()

@@ -7,6 +7,7 @@ with `mlflow.sklearn` and carries `reference/reference.parquet` and `evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -14,13 +15,18 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctcd.errors import DependencyUnavailable, NoChampion, UsageError, WorkFailed
+
+
+class ChampionMoved(WorkFailed):
+    """The champion changed while a candidate was being gated against it: the candidate is not promoted."""
+
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +44,8 @@ REFERENCE_ARTIFACT = "reference/reference.parquet"
 EVALUATION_ARTIFACT = "evaluation.json"
 DECISION_ARTIFACT = "gate/decision.json"
 CONFIG_ARTIFACT = "config.yaml"
+PROMOTION_LOCK_TIMEOUT = 600.0
+_UNCHECKED = object()
 
 
 @dataclass(frozen=True)
@@ -516,6 +524,30 @@ def log_monitoring(
 # --- Champion moves: promotion and rollback --------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def promotion_lock(ws: Workspace, timeout: float = PROMOTION_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the workspace's champion lock: one champion move at a time across processes on this machine."""
+    import fcntl
+
+    ws.audit.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with (ws.audit / "champion.lock").open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DependencyUnavailable(
+                        f"another champion move held {ws.audit / 'champion.lock'} for {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def promote(
     cfg: CtcdConfig,
     ws: Workspace,
@@ -523,9 +555,23 @@ def promote(
     reason: str,
     actor: str | None = None,
     extra: dict[str, Any] | None = None,
+    expected_champion: str | None | object = _UNCHECKED,
 ) -> dict[str, Any]:
-    """Make `ref` the champion, recorded in tags and the audit log."""
-    return move_alias(cfg, ws, CHAMPION, ref, reason, actor, {"action": "promote", **(extra or {})})
+    """Make `ref` the champion, recorded in tags and the audit log.
+
+    With `expected_champion` (a version, or None for "no champion yet") this is a compare-and-set: under
+    the promotion lock, ChampionMoved is raised instead when the champion is no longer that version.
+    """
+    with promotion_lock(ws):
+        if expected_champion is not _UNCHECKED:
+            current = champion(cfg, ws)
+            now = current.version if current else None
+            if now != expected_champion:
+                raise ChampionMoved(
+                    f"the champion moved from version {expected_champion} to {now} while version "
+                    f"{ref.version} was gated against it: not promoted; retrain to gate it against {now}"
+                )
+        return move_alias(cfg, ws, CHAMPION, ref, reason, actor, {"action": "promote", **(extra or {})})
 
 
 def champion_stack(ws: Workspace) -> list[str]:
@@ -542,6 +588,11 @@ def champion_stack(ws: Workspace) -> list[str]:
 
 def rollback(cfg: CtcdConfig, ws: Workspace, reason: str, actor: str | None = None) -> dict[str, Any]:
     """Move `champion` back to the champion before the current one; recorded like a promotion."""
+    with promotion_lock(ws):
+        return _rollback(cfg, ws, reason, actor)
+
+
+def _rollback(cfg: CtcdConfig, ws: Workspace, reason: str, actor: str | None) -> dict[str, Any]:
     stack = champion_stack(ws)
     current = champion(cfg, ws)
     if current is None or len(stack) < 2 or stack[-1] != current.version:

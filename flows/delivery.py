@@ -48,14 +48,15 @@ def rollback_champion(config_path: str | None, to_version: str, failed_version: 
     cfg = load_config(config_path)
     ws = Workspace.open()
     ref = registry.version(cfg, ws, to_version)
-    return registry.move_alias(
-        cfg,
-        ws,
-        registry.CHAMPION,
-        ref,
-        reason=f"rollback: smoke test failed for version {failed_version}: {why}",
-        actor="delivery-flow",
-    )
+    with registry.promotion_lock(ws):
+        return registry.move_alias(
+            cfg,
+            ws,
+            registry.CHAMPION,
+            ref,
+            reason=f"rollback: smoke test failed for version {failed_version}: {why}",
+            actor="delivery-flow",
+        )
 
 
 def previous_version(ws: Workspace, live: dict | None, target: str) -> str | None:

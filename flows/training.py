@@ -277,10 +277,22 @@ def record_decision(
 
 @task(name="promote", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def promote(
-    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, reason: str, extra: dict[str, Any]
-) -> None:
-    """Move `champion` to the blessed candidate."""
-    registry.promote(cfg, ws, ref, reason, actor="ctcd-training", extra=extra)
+    cfg: CtcdConfig,
+    ws: Workspace,
+    ref: registry.ModelRef,
+    reason: str,
+    extra: dict[str, Any],
+    gated_against: str | None,
+) -> bool:
+    """Move `champion` to the blessed candidate unless another run moved it since the gate (then False)."""
+    try:
+        registry.promote(
+            cfg, ws, ref, reason, actor="ctcd-training", extra=extra, expected_champion=gated_against
+        )
+    except registry.ChampionMoved as exc:
+        get_run_logger().warning("%s", exc)
+        return False
+    return True
 
 
 def _report_artifacts(
@@ -355,20 +367,20 @@ def training_flow(
     record_decision(cfg, ws, candidate, decision)
     logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
-    if decision.passed:
-        promote(
-            cfg,
-            ws,
-            candidate,
-            f"{reason}: gate passed, {decision.summary()}",
-            {"run_id": candidate.run_id, "trigger_reason": reason},
-        )
+    promoted = decision.passed and promote(
+        cfg,
+        ws,
+        candidate,
+        f"{reason}: gate passed, {decision.summary()}",
+        {"run_id": candidate.run_id, "trigger_reason": reason},
+        champion.version if champion else None,
+    )
     out = TrainingReport(
         model_name=cfg.registered_model_name,
         version=candidate.version,
         run_id=candidate.run_id or "",
-        promoted=decision.passed,
-        champion_version=candidate.version if decision.passed else (champion.version if champion else None),
+        promoted=promoted,
+        champion_version=candidate.version if promoted else (champion.version if champion else None),
         previous_champion=champion.version if champion else None,
         decision=decision,
         metrics=report.metrics,
