@@ -77,7 +77,7 @@ class DemoOptions:
 
 def prepare_workspace(ws: Workspace, echo: Callable[[str], None]) -> None:
     """Start from an empty workspace; an earlier one is moved aside (never deleted)."""
-    if ws.root.exists() and any(p.name != "logs" for p in ws.root.iterdir()):
+    if ws.root.exists() and any(p.is_file() for p in ws.root.rglob("*")):
         from ctcd import stack
 
         stack.down(ws)
@@ -95,15 +95,30 @@ def write_demo_config(cfg: CtcdConfig, ws: Workspace, options: DemoOptions) -> P
     raw["gates"]["data"]["suite"] = str(cfg.gates.data.suite)
     stream = raw.setdefault("stream", {})
     if options.fast:
-        stream["rows_per_day"] = min(cfg.stream.rows_per_day, 600)
         raw.setdefault("model", {}).setdefault("search", {})["budget"] = 1
         raw["model"].setdefault("params", {})["n_estimators"] = 100
-    if options.rows_per_day:
-        stream["rows_per_day"] = options.rows_per_day
     if options.days:
         stream["days"] = options.days
     path = ws.root / "demo-config.yaml"
+    if options.rows_per_day and options.rows_per_day != cfg.stream.rows_per_day:
+        # The reviewed suite bounds the row count of a default day: bootstrap one for this volume.
+        stream["rows_per_day"] = options.rows_per_day
+        raw["gates"]["data"]["suite"] = str(_bootstrap_suite(cfg, raw, ws))
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _bootstrap_suite(cfg: CtcdConfig, raw: dict[str, Any], ws: Workspace) -> Path:
+    """A suite made from day 1 of the stream at the demo's volume (the way `ctcd suite init` does)."""
+    from ctcd.config import CtcdConfig as Config
+    from tasks.stream import generate_day
+    from tasks.validation import bootstrap_suite, dump_suite
+
+    demo_cfg = Config.model_validate({**raw, "source": cfg.source})
+    first = generate_day(demo_cfg, 1).features
+    suite = bootstrap_suite(first, cfg.dataset, cfg.gates.data, cfg.gates.data.suite.stem)
+    path = ws.root / f"{cfg.gates.data.suite.stem}-demo.json"
+    path.write_text(dump_suite(suite), encoding="utf-8")
     return path
 
 
@@ -184,8 +199,11 @@ def wait_for_triggered_run(since: datetime, appear_timeout: float, finish_timeou
         while True:
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                # Only runs due now: the weekly schedule also keeps runs scheduled days ahead.
                 flow_run_filter=FlowRunFilter(
-                    expected_start_time=FlowRunFilterExpectedStartTime(after_=since - timedelta(seconds=5))
+                    expected_start_time=FlowRunFilterExpectedStartTime(
+                        after_=since - timedelta(seconds=5), before_=datetime.now(UTC) + timedelta(seconds=30)
+                    )
                 ),
             )
             waited = time.monotonic() - started
@@ -226,8 +244,8 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
 
     from ctcd import deployments, stack
 
-    echo("starting the local stack (Prefect server, workers, MLflow server, deployments)...")
-    report = stack.up(cfg, ws, echo)
+    echo("starting the local stack (Prefect server, work pools and workers, deployments)...")
+    report = stack.up(cfg, ws, echo, with_mlflow=False)
     api_url = deployments.prefect_api_url(cfg)
     for s in report.services:
         echo(f"  {s.name:<22} {s.state:<8} {s.url or ''}")

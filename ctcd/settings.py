@@ -42,3 +42,8 @@ def server_environment(
     env["CTCD_HOME"] = str(home)
     env.update(extra or {})
     return env
+
+
+def quiet_prefect_console() -> None:
+    """Keep Prefect's per-run log lines off this process's console (they still reach the Prefect API)."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")

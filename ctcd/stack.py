@@ -507,10 +507,16 @@ def check_ports(cfg: CtcdConfig, ws: Workspace) -> None:
         _existing(cfg, ws, service)
 
 
-def up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None] = lambda _: None) -> StackReport:
-    """Start (or reuse) every service of the local stack, wait until each is healthy, deploy prefect.yaml."""
+def up(
+    cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None] = lambda _: None, with_mlflow: bool = True
+) -> StackReport:
+    """Start (or reuse) every service of the local stack, wait until each is healthy, deploy prefect.yaml.
+
+    `with_mlflow=False` leaves out the MLflow server (the flows write to the SQLite store directly; the
+    server is only there for its UI and for remote clients).
+    """
     try:
-        return _up(cfg, ws, echo)
+        return _up(cfg, ws, echo, with_mlflow)
     except CtcdError as exc:
         if not read_records(ws):
             raise
@@ -519,14 +525,15 @@ def up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None] = lambda _: N
         ) from exc
 
 
-def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None]) -> StackReport:
+def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow: bool) -> StackReport:
     deadline = time.monotonic() + cfg.orchestration.startup_timeout_seconds
     pools = [cfg.orchestration.cpu_pool, cfg.orchestration.gpu_pool]
     check_ports(cfg, ws)
     # The two servers start side by side: each takes 15-30 s on a small machine.
     prefect = start_prefect_server(cfg, ws)
-    mlflow = start_mlflow(cfg, ws)
-    echo(f"{PREFECT_SERVER}: {prefect.status.detail}; {MLFLOW}: {mlflow.status.detail}")
+    mlflow = start_mlflow(cfg, ws) if with_mlflow else None
+    mlflow_detail = mlflow.status.detail if mlflow else "not asked for"
+    echo(f"{PREFECT_SERVER}: {prefect.status.detail}; {MLFLOW}: {mlflow_detail}")
     prefect_status = wait_prefect(cfg, prefect, deadline)
     echo(f"Prefect server healthy at {prefect_status.url}")
 
@@ -537,10 +544,12 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None]) -> StackRep
     worker_statuses = [
         wait_worker(cfg, launch, pool, deadline) for launch, pool in zip(workers, pools, strict=True)
     ]
-    mlflow_status = wait_mlflow(cfg, mlflow, deadline)
-    echo(f"MLflow server healthy at {mlflow_status.url}")
+    statuses = [prefect_status]
+    if mlflow is not None:
+        statuses.append(wait_mlflow(cfg, mlflow, deadline))
+        echo(f"MLflow server healthy at {statuses[-1].url}")
     bento = start_bento(cfg, ws, deadline)
-    return StackReport([prefect_status, mlflow_status, *worker_statuses, bento], deployed.names)
+    return StackReport([*statuses, *worker_statuses, bento], deployed.names)
 
 
 def down(ws: Workspace, grace: float = STOP_GRACE_SECONDS) -> list[ServiceStatus]:

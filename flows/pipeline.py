@@ -25,7 +25,7 @@ from ctcd.workspace import Workspace
 from flows.delivery import DeliveryReport, delivery_flow
 from flows.ingest import IngestReport, ingest_flow
 from flows.monitoring import MonitoringOutcome, monitoring_flow
-from flows.training import TrainingReport, training_flow
+from flows.training import TrainingReport, training_flow, validated_files
 
 INITIAL_REASON = "initial: no champion yet"
 
@@ -69,16 +69,13 @@ def ctcd_pipeline(
     report = PipelineReport(today=today, ingest=ingest_flow(config_path, through=today))
 
     initial = reason is None and registry.champion(cfg, ws) is None
-    if reason is not None or initial:
-        try:
-            report.training = training_flow(
-                config_path, reason=reason or INITIAL_REASON, window_start=window_start, trigger=trigger
-            )
-        except WorkFailed as exc:
-            if not initial:
-                raise
-            report.notes.append(f"no first model yet: {exc}")
-        if report.training is not None and report.training.promoted:
+    if initial and not validated_files(ws):
+        report.notes.append("no first model yet: waiting for a validated batch whose labels have arrived")
+    elif reason is not None or initial:
+        report.training = training_flow(
+            config_path, reason=reason or INITIAL_REASON, window_start=window_start, trigger=trigger
+        )
+        if report.training.promoted:
             report.delivery = delivery_flow(config_path, start_if_down=True)
 
     if monitor and reason is None and registry.champion(cfg, ws) is not None:

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         config: Path | None = options.ConfigOption,
         days: int | None = typer.Option(None, "--days", min=3, help="Simulated days to replay."),
         rows_per_day: int | None = typer.Option(None, "--rows-per-day", min=100, help="Applications a day."),
-        fast: bool = typer.Option(False, "--fast", help="Fewer rows and a one-candidate search."),
+        fast: bool = typer.Option(False, "--fast", help="A one-candidate search with fewer trees."),
+        verbose: bool = typer.Option(False, "--verbose", help="Also print Prefect's per-run log lines."),
         keep_running: bool = typer.Option(
             False, "--keep-running", help="Leave the stack up afterwards to browse the UIs (stop: ctcd down)."
         ),
@@ -30,10 +31,13 @@ def register(app: typer.Typer) -> None:
         (train, gate, promote, smoke test, zero-downtime reload). The weekly training schedule runs on
         the simulated calendar. An existing workspace is moved aside first, never deleted.
         """
+        from ctcd import settings
         from ctcd.config import load_config
         from ctcd.demo import DemoOptions, run_demo
         from ctcd.workspace import Workspace
 
+        if not verbose:
+            settings.quiet_prefect_console()
         load_config(config)  # fail fast on a bad config, before moving anything
         ws = Workspace(Workspace.open().root)
         summary = run_demo(
