@@ -13,6 +13,7 @@ deployments of prefect.yaml), then plays each simulated day as production would 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -50,9 +51,16 @@ class DayRecord:
     trainings: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
+    labelled_day: int | None = None
+    labelled_accuracy: float | None = None
+
     def line(self) -> str:
-        """One progress line."""
-        acc = "  -  " if self.live_accuracy is None else f"{self.live_accuracy:.3f}"
+        """One progress line (the accuracy is that of the day whose labels arrived today)."""
+        acc = (
+            "  -  "
+            if self.labelled_accuracy is None
+            else f"{self.labelled_accuracy:.3f} (day {self.labelled_day})"
+        )
         trained = "; ".join(
             f"{t['reason'].split(':')[0]} -> v{t['version']} {'PROMOTED' if t['promoted'] else 'kept'}"
             for t in self.trainings
@@ -257,6 +265,7 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
         with temporary_settings({PREFECT_API_URL: api_url}):
             records = _replay(cfg, cfg_path, ws, entries, echo)
     finally:
+        _flush_prefect_logs()
         if not options.keep_running:
             echo("stopping the local stack (`ctcd up` brings it back with everything the demo recorded)")
             stack.down(ws)
@@ -319,13 +328,22 @@ def _replay(
         for earlier in records:
             if earlier.date == previous_day:
                 earlier.live_accuracy = live_accuracy(cfg, ws, previous_day)
-                rec.events.append(f"labels of {previous_day}: live acc {earlier.live_accuracy}")
+                rec.labelled_day, rec.labelled_accuracy = earlier.day, earlier.live_accuracy
         records.append(rec)
         echo(rec.line())
     for earlier in records:
         if earlier.live_accuracy is None:
             earlier.live_accuracy = live_accuracy(cfg, ws, earlier.date)
     return records
+
+
+def _flush_prefect_logs() -> None:
+    """Send the run logs still buffered in this process before the Prefect server goes away."""
+    from prefect.logging.handlers import APILogHandler
+
+    # The logs are a convenience; the runs' states are already recorded.
+    with contextlib.suppress(Exception):
+        APILogHandler.flush()
 
 
 def _batch_status(result: Any, batch_id: str) -> str:

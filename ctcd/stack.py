@@ -553,8 +553,18 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
 
 
 def down(ws: Workspace, grace: float = STOP_GRACE_SECONDS) -> list[ServiceStatus]:
-    """Stop every service `up` recorded, in the reverse order of starting, and remove the PID files."""
+    """Stop every service `up` recorded, in the reverse order of starting, and remove the PID files.
+
+    The live prediction server that a delivery run started (`run/serving.pid`) is stopped first.
+    """
     stopped = []
+    from ctcd.serving.server import PID_FILE, running_server
+
+    live = running_server(ws)
+    if live is not None:
+        live.stop(timeout=grace)
+        stopped.append(ServiceStatus(BENTO, "stopped", live.url, live.pid, "stopped (started by a delivery)"))
+    (ws.run / PID_FILE).unlink(missing_ok=True)
     for record in reversed(read_records(ws)):
         was_alive = stop_record(ws, record, grace)
         detail = "stopped" if was_alive else "was not running (stale PID file removed)"

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from ctcd.workspace import Workspace
 
         if not verbose:
-            settings.quiet_prefect_console()
+            settings.quiet_console()
         load_config(config)  # fail fast on a bad config, before moving anything
         ws = Workspace(Workspace.open().root)
         summary = run_demo(
