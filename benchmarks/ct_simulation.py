@@ -19,8 +19,10 @@ One replayed day `d`, in order:
 4. the policy decides whether to train. `ctcd` runs the monitoring step on exactly what the monitoring
    flow would load (today's predictions, the lookback's predictions joined with arrived labels, the
    champion's reference sample and holdout metrics) and retrains when `tasks.policy.decide` says so, from
-   its `window_start`. `never` trains once, `weekly` every 7 days and `daily` every day, on the sliding
-   `training.window_days` window;
+   its `window_start`; whether that candidate was promoted goes back into the policy's state
+   (`tasks.policy.record_outcome`), as the monitoring flow reads it from the registry, so a rejected
+   retraining is retried. `never` trains once, `weekly` every 7 days and `daily` every day, on the
+   sliding `training.window_days` window;
 5. a training uses validated batches whose labels have arrived, and its candidate replaces the champion
    only if the model gate passes (the first candidate is judged against the baseline, as in the flow);
    the new champion serves from day `d + 1`.
@@ -526,7 +528,8 @@ def replay(
     pending: tuple[int, Model, Model] | None = None  # a promotion waiting for its next served day
     versions = 0
 
-    def train(today: int, reason: str, window_start: date | None) -> None:
+    def train(today: int, reason: str, window_start: date | None) -> bool | None:
+        """Train and gate; whether the candidate was promoted (None: the training failed)."""
         nonlocal champion, versions, pending
         versions += 1
         try:
@@ -553,7 +556,7 @@ def replay(
                 error=str(exc),
             )
             run.trainings.append(failed)
-            return
+            return None
         run.trainings.append(record)
         if new is not None:
             if champion is not None:
@@ -563,6 +566,7 @@ def replay(
             on_day(
                 f"{which} day {today}: {reason}: {'promoted' if record.passed else 'kept'} - {record.summary}"
             )
+        return record.passed
 
     for day in scenario.days:
         today = day.day
@@ -609,7 +613,9 @@ def replay(
                 )
             )
             if decision.action == "retrain":
-                train(today, f"drift: {', '.join(decision.triggering)}", decision.window_start)
+                # What the monitoring flow reads back from the registry before its next decision.
+                promoted = train(today, f"drift: {', '.join(decision.triggering)}", decision.window_start)
+                state = policy.record_outcome(state, promoted)
     return run
 
 

@@ -215,6 +215,11 @@ class DriftPolicyConfig(_Strict):
     accuracy_drop: float = Field(default=0.05, gt=0, description="drop vs. the champion's evaluation")
     min_labelled_rows: int = Field(default=500, ge=1)
     cooldown_days: int = Field(default=2, ge=0)
+    max_retries_per_episode: int = Field(
+        default=2,
+        ge=0,
+        description="retries after the gate rejected a drift episode's retraining, each after the cool-down",
+    )
     window_days: int = Field(default=1, ge=1, description="days of live data compared with the reference")
     retrain_on: list[Literal["covariate_shift", "prediction_drift", "prior_shift", "performance"]] = Field(
         default_factory=lambda: ["performance", "prior_shift", "covariate_shift"]
@@ -251,6 +256,11 @@ class TrackingConfig(_Strict):
 
     tracking_uri: str | None = None
     experiment: str | None = None
+    retry_seconds: int = Field(
+        default=120,
+        ge=0,
+        description="how long one MLflow call waits for an unreachable server before failing (0: no retry)",
+    )
 
 
 class ScheduleConfig(_Strict):

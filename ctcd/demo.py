@@ -161,11 +161,18 @@ def send_traffic(cfg: CtcdConfig, ws: Workspace, url: str, batch_id: str, day: d
     rows = request_rows(cfg, frame)
     for row in rows:
         row["as_of"] = day.isoformat()
+        for key, value in row.items():
+            if isinstance(value, float) and value != value:
+                row[key] = None  # a missing value travels as JSON null (the server refuses it)
     served = refused = 0
     with httpx.Client(base_url=url, headers=api_headers(cfg), timeout=60.0) as client:
         for start in range(0, len(rows), TRAFFIC_CHUNK):
             chunk = rows[start : start + TRAFFIC_CHUNK]
-            response = client.post("/predict_batch", json={"rows": chunk})
+            try:
+                response = client.post("/predict_batch", json={"rows": chunk})
+            except (httpx.HTTPError, ValueError):
+                refused += len(chunk)
+                continue
             if response.status_code == 200:
                 served += len(chunk)
             else:

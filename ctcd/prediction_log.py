@@ -6,16 +6,18 @@ Layout (ARCHITECTURE.md, "Prediction log format"):
 `model_version`. The server appends records in memory on the request path; a background thread writes them
 in batches (every `serving.log_flush_rows` rows or `serving.log_flush_seconds`), and `close()` writes the
 rest on shutdown. A part is written under a hidden temporary name and renamed, so readers never see half a
-file.
+file. Records that cannot be written as Parquet are set aside as JSON lines,
+`date=<day written>/part-<unix_ns>-<pid>.failed.jsonl`, so one bad record never blocks the ones after it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,8 @@ logger = logging.getLogger("ctcd.prediction_log")
 
 BASE_COLUMNS = ["request_id", "served_at", "probability", "prediction", "model_version"]
 PARTITION_PREFIX = "date="
+FAILED_SUFFIX = ".failed.jsonl"
+_INT64 = range(-(2**63), 2**63)
 
 
 class PredictionLogWriter:
@@ -59,7 +63,11 @@ class PredictionLogWriter:
             self._wake.set()
 
     def flush(self) -> int:
-        """Write everything buffered now; return the number of rows written."""
+        """Write everything buffered now; return the number of rows written as Parquet.
+
+        When the whole buffer cannot be written, each appended chunk is written on its own, and a chunk
+        that still fails is set aside as a `.failed.jsonl` file instead of blocking later predictions.
+        """
         with self._write_lock:
             with self._lock:
                 chunks, self._buffer, self._buffered_rows = self._buffer, [], 0
@@ -67,12 +75,32 @@ class PredictionLogWriter:
                 return 0
             try:
                 return _write_parts(self.directory, chunks)
-            except Exception:
-                # Keep the records for the next attempt rather than lose them.
-                with self._lock:
-                    self._buffer[:0] = chunks
-                    self._buffered_rows += sum(len(c["request_id"]) for c in chunks)
-                raise
+            except Exception as exc:
+                if len(chunks) == 1:
+                    self._set_aside(chunks[0], exc)
+                    return 0
+            written = 0
+            for chunk in chunks:
+                try:
+                    written += _write_parts(self.directory, [chunk])
+                except Exception as exc:
+                    self._set_aside(chunk, exc)
+            return written
+
+    def _set_aside(self, chunk: pd.DataFrame | dict[str, Any], error: Exception) -> None:
+        rows = _rows(chunk)
+        try:
+            path = _write_failed(self.directory, rows)
+        except Exception:
+            logger.exception(
+                "could not write %d predictions to the log under %s, nor set them aside: they are lost",
+                len(rows),
+                self.directory,
+            )
+            return
+        logger.exception(
+            "could not write %d predictions to the log; set aside in %s", len(rows), path, exc_info=error
+        )
 
     def close(self) -> None:
         """Stop the background thread and write what is left."""
@@ -106,26 +134,70 @@ def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -
     for column in frame.columns:
         if frame[column].dtype == object and column not in ("request_id", "model_version"):
             frame[column] = _one_type(frame[column])
-    for day, part in frame.groupby(served.dt.strftime("%Y-%m-%d"), sort=True):
-        folder = directory / f"{PARTITION_PREFIX}{day}"
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{time.time_ns()}-{os.getpid()}.parquet"
-        tmp = folder / f".{name}.tmp"
-        table = pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False)
-        with tmp.open("wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / name)
+    # All or nothing: every part is converted and written under its temporary name before any is renamed,
+    # so a failure leaves no part behind and the caller can retry the same records without duplicates.
+    tables = [
+        (day, pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False))
+        for day, part in frame.groupby(served.dt.strftime("%Y-%m-%d"), sort=True)
+    ]
+    written: list[tuple[Path, Path]] = []
+    try:
+        for day, table in tables:
+            folder = directory / f"{PARTITION_PREFIX}{day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{time.time_ns()}-{os.getpid()}.parquet"
+            tmp = folder / f".{name}.tmp"
+            written.append((tmp, folder / name))
+            with tmp.open("wb") as f:
+                pq.write_table(table, f)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in written:
+        os.replace(tmp, final)
     return len(frame)
 
 
 def _one_type(values: pd.Series) -> pd.Series:
-    # Ids may arrive as JSON ints or strings; one Parquet column holds one type, so mixed ids become str.
+    # Ids may arrive as JSON ints or strings; one Parquet column holds one type, so mixed ids become str,
+    # and so do ints beyond int64, which Parquet cannot hold.
     kinds = {type(v) for v in values if v is not None}
-    if len(kinds) <= 1:
+    too_wide = any(isinstance(v, int) and v not in _INT64 for v in values)
+    if len(kinds) <= 1 and not too_wide:
         return values
     return values.map(lambda v: None if v is None else str(v))
+
+
+def _rows(chunk: pd.DataFrame | dict[str, Any]) -> list[dict[str, Any]]:
+    if not isinstance(chunk, dict):
+        return chunk.to_dict("records")
+    columns = {name: list(values) for name, values in chunk.items()}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _write_failed(directory: Path, rows: list[dict[str, Any]]) -> Path:
+    folder = directory / f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"part-{time.time_ns()}-{os.getpid()}{FAILED_SUFFIX}"
+    tmp = folder / f".{path.name}.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=_json_value) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date):  # datetime and pandas' Timestamp too
+        return value.isoformat()
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    return str(value)
 
 
 def read_predictions(

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ctcd import settings
 from ctcd.errors import DependencyUnavailable, NoChampion, UsageError, WorkFailed
 
 
@@ -75,6 +76,8 @@ def connect(cfg: CtcdConfig, ws: Workspace) -> MlflowClient:
     from mlflow import MlflowClient
 
     uri = tracking_uri(cfg, ws)
+    # MLflow's client retries every HTTP call for about this long; ctcd adds no retries of its own.
+    settings.use_mlflow_retry_window(cfg.tracking.retry_seconds)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -86,7 +89,7 @@ def connect(cfg: CtcdConfig, ws: Workspace) -> MlflowClient:
             location = None if cfg.tracking.tracking_uri else ws.mlflow_artifacts.as_uri()
             client.create_experiment(cfg.experiment_name, artifact_location=location)
 
-    with_retries(ensure_experiment, f"MLflow at {uri}")
+    answered(ensure_experiment, f"MLflow at {uri}")
     mlflow.set_experiment(cfg.experiment_name)
     return client
 
@@ -103,6 +106,11 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 3, delay_s: flo
                 raise DependencyUnavailable(f"{what} did not answer: {_first_line(exc)}") from exc
             time.sleep(delay_s * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def answered(fn: Callable[[], T], what: str) -> T:
+    """Call `fn` once (MLflow's client retries it); DependencyUnavailable when the server never answered."""
+    return with_retries(fn, what, attempts=1)
 
 
 def _is_connection_error(exc: Exception) -> bool:
@@ -436,7 +444,7 @@ def log_candidate(cfg: CtcdConfig, ws: Workspace, run: CandidateRun) -> ModelRef
         **{f"ctcd.metric.{k}": f"{v:.6f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_")},
     }
     for key, value in version_tags.items():
-        with_retries(
+        answered(
             lambda k=key, v=value: client.set_model_version_tag(cfg.registered_model_name, number, k, v),
             "MLflow",
         )
@@ -456,11 +464,11 @@ def record_decision(
         from mlflow.entities import RunTag
 
         run_id = ref.run_id
-        with_retries(lambda: client.log_dict(run_id, decision, DECISION_ARTIFACT), "MLflow")
+        answered(lambda: client.log_dict(run_id, decision, DECISION_ARTIFACT), "MLflow")
         run_tags = [RunTag(k, v) for k, v in tags.items()]
-        with_retries(lambda: client.log_batch(run_id, tags=run_tags), "MLflow")
+        answered(lambda: client.log_batch(run_id, tags=run_tags), "MLflow")
     for key, value in tags.items():
-        with_retries(
+        answered(
             lambda k=key, v=value: client.set_model_version_tag(cfg.registered_model_name, ref.version, k, v),
             "MLflow",
         )

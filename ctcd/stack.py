@@ -313,7 +313,9 @@ def prefect_env(cfg: CtcdConfig, ws: Workspace) -> dict[str, str]:
     }
     if cfg.orchestration.prefect_database_url:
         extra["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cfg.orchestration.prefect_database_url
-    return settings.server_environment(cfg.source, ws.root, extra)
+    return settings.server_environment(
+        cfg.source, ws.root, extra, mlflow_retry_seconds=cfg.tracking.retry_seconds
+    )
 
 
 @dataclass(frozen=True)

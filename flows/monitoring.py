@@ -37,7 +37,7 @@ from tasks.drift import (
     join_labels,
     signal_metrics,
 )
-from tasks.policy import PolicyState, RetrainDecision, decide
+from tasks.policy import PolicyState, RetrainDecision, decide, record_outcome, training_outcome
 
 if TYPE_CHECKING:
     from ctcd.registry import ModelRef
@@ -185,6 +185,27 @@ def append_decision(ws: Workspace, outcome: MonitoringOutcome, state: PolicyStat
         f.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
+@task(name="retrain-outcome", cache_policy=NO_CACHE)
+def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool | None:
+    """Whether the open episode's latest retraining was promoted, read from the registry (None: not known).
+
+    Matched by the monitoring day its drift event carried (`ctcd.trigger`), not by wall-clock time: the
+    demo replays simulated days with an accelerated clock.
+    """
+    from ctcd import registry
+
+    episode = state.episode
+    if episode is None or episode.retrained_on is None or episode.promoted is not None:
+        return None
+    champions = {
+        e["version"]
+        for e in registry.alias_history(ws)
+        if e.get("model") == cfg.registered_model_name and e.get("action") != "rollback"
+    }
+    found = [(ref.version, ref.tags) for ref in registry.versions(cfg, ws)]
+    return training_outcome(found, champions, episode.retrained_on)
+
+
 def new_labelled_rows(labelled: pd.DataFrame, state: PolicyState) -> int:
     """Labelled predictions served since the last retraining (all of the lookback if there was none)."""
     if state.last_retrain is None or labelled.empty:
@@ -320,11 +341,18 @@ def _performance_text(s: MonitoringSignals) -> str:
 
 
 def monitor_window(
-    cfg: CtcdConfig, ws: Workspace, inputs: MonitoringInputs, today: date
+    cfg: CtcdConfig,
+    ws: Workspace,
+    inputs: MonitoringInputs,
+    today: date,
+    retrain_promoted: bool | None = None,
 ) -> MonitoringOutcome:
-    """One monitoring run on loaded inputs: signals, policy, report, event, decision log, artifact."""
+    """One monitoring run on loaded inputs: signals, policy, report, event, decision log, artifact.
+
+    `retrain_promoted`: whether the open drift episode's retraining was promoted (`retrain_outcome`).
+    """
     signals, labelled = signals_of(cfg, inputs, today)
-    state = read_state(ws, today)
+    state = record_outcome(read_state(ws, today), retrain_promoted)
     decision, new_state = decide(
         signals, state, cfg.drift, today, new_labelled_rows(labelled, state), cfg.training.window_days
     )
@@ -393,6 +421,7 @@ def monitoring_flow(config_path: str | None = None, today: str | None = None) ->
     ws = Workspace.open()
     day = date.fromisoformat(today) if today else datetime.now(UTC).date()
     champ = registry.require_champion(cfg, ws)
-    outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, day), day)
+    promoted = retrain_outcome(cfg, ws, read_state(ws, day))
+    outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, day), day, promoted)
     log_summary(cfg, ws, outcome)
     return outcome

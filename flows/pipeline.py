@@ -12,6 +12,7 @@ A project without a champion trains as soon as labelled data exists.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 
 from ctcd import registry
 from ctcd.config import load_config
-from ctcd.errors import WorkFailed
+from ctcd.prediction_log import read_predictions
 from ctcd.workspace import Workspace
 from flows.delivery import DeliveryReport, delivery_flow
 from flows.ingest import IngestReport, ingest_flow
@@ -79,10 +80,11 @@ def ctcd_pipeline(
             report.delivery = delivery_flow(config_path, start_if_down=True)
 
     if monitor and reason is None and registry.champion(cfg, ws) is not None:
-        try:
+        day = today or datetime.now(UTC).date().isoformat()
+        if read_predictions(ws, start=day, end=day).empty:
+            report.notes.append(f"monitoring skipped: no prediction was served on {day}")
+        else:
             report.monitoring = monitoring_flow(config_path, today=today)
-        except WorkFailed as exc:
-            report.notes.append(f"monitoring skipped: {exc}")
 
     logger.info(report.summary())
     create_markdown_artifact(

@@ -5,14 +5,23 @@ append-only decision log). Rules, in order:
 1. no signal fired: `none`, and any open drift episode ends;
 2. only signals outside `retrain_on` fired: `alert`;
 3. the open episode already started a retraining and no new kind of signal joined it: `alert`
-   (deduplication: one drift episode starts one retraining, not a storm);
+   (deduplication: one drift episode starts one retraining, not a storm), unless the model gate rejected
+   that retraining, the champion's accuracy is still down (`performance` fired) and fewer than
+   `max_retries_per_episode` retries were spent: then the episode retries, from the same window start (the
+   window has grown by the days since), subject to rules 4 and 5. Without a performance drop a rejection
+   means the champion held up against a model trained on the drifted data, so there is nothing to retry;
 4. within `cooldown_days` of the last retraining: `alert` (the episode stays pending);
 5. fewer than `min_labelled_rows` labels arrived since the last retraining: `alert` (nothing new to learn);
 6. otherwise `retrain`, on a window that restarts at the estimated onset of a performance drop.
+
+The outcome of a retraining (promoted or rejected) is not the policy's to see: the caller learns it (the
+monitoring flow from the registry) and folds it into the state with `record_outcome` before `decide`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import Literal
 
@@ -34,6 +43,11 @@ class Episode(_Record):
     started: date
     signals: list[str]
     retrained_on: date | None = None
+    window_start: date | None = Field(default=None, description="where its retraining's window started")
+    retries: int = Field(default=0, description="retrainings after the gate rejected an earlier one")
+    promoted: bool | None = Field(
+        default=None, description="whether its latest retraining was promoted; None while not known"
+    )
 
 
 class PolicyState(_Record):
@@ -97,15 +111,32 @@ def decide(
     episode = state.episode
     new_kinds = [s for s in triggering if episode is None or s not in episode.signals]
     evidence = describe(signals, triggering)
+    retry = False
     if episode is not None and episode.retrained_on is not None and not new_kinds:
-        reason = (
+        handled = (
             f"{evidence}; the drift episode that began {episode.started} already started a retraining "
             f"on {episode.retrained_on}"
         )
-        return verdict("alert", reason, episode), state
-    if episode is None or episode.retrained_on is not None:
+        if episode.promoted is not False:
+            reason = handled + (", which was promoted" if episode.promoted else "")
+            return verdict("alert", reason, episode), state
+        if "performance" not in triggering:
+            reason = f"{handled}, which the model gate rejected; the champion's accuracy has not dropped"
+            return verdict("alert", reason, episode), state
+        if episode.retries >= drift.max_retries_per_episode:
+            reason = (
+                f"{handled}, which the model gate rejected; no retry left "
+                f"({episode.retries} of max_retries_per_episode {drift.max_retries_per_episode} spent)"
+            )
+            return verdict("alert", reason, episode), state
+        retry = True
+        evidence = (
+            f"{evidence}; the model gate rejected the retraining of {episode.retrained_on}, "
+            f"retry {episode.retries + 1} of {drift.max_retries_per_episode}"
+        )
+    if episode is None or (episode.retrained_on is not None and not retry):
         episode = Episode(started=today, signals=triggering)
-    else:
+    elif not retry:
         episode = episode.model_copy(update={"signals": sorted({*episode.signals, *triggering})})
     pending = state.model_copy(update={"episode": episode})
 
@@ -122,16 +153,53 @@ def decide(
         return verdict("alert", reason, episode), pending
 
     onset = signals.performance.onset if "performance" in triggering else None
-    floor = onset or state.window_floor
+    # A retry keeps the episode's window start (its onset), not a later re-estimate of it.
+    floor = (episode.window_start if retry else None) or onset or state.window_floor
     window_start = floor if floor and floor > today - timedelta(days=training_window_days) else None
     reason = evidence + (f"; training window restarts at {window_start}" if window_start else "")
     decision = verdict("retrain", reason, episode, window_start=window_start)
-    new_state = PolicyState(
-        last_retrain=today,
-        episode=episode.model_copy(update={"retrained_on": today}),
-        window_floor=floor,
+    retrained = episode.model_copy(
+        update={
+            "retrained_on": today,
+            "window_start": window_start,
+            "retries": episode.retries + 1 if retry else 0,
+            "promoted": None,
+        }
     )
-    return decision, new_state
+    return decision, PolicyState(last_retrain=today, episode=retrained, window_floor=floor)
+
+
+def record_outcome(state: PolicyState, promoted: bool | None) -> PolicyState:
+    """The state with the outcome of the open episode's latest retraining (None: not known, unchanged)."""
+    episode = state.episode
+    if promoted is None or episode is None or episode.retrained_on is None:
+        return state
+    return state.model_copy(update={"episode": episode.model_copy(update={"promoted": promoted})})
+
+
+def training_outcome(
+    versions: Sequence[tuple[str, Mapping[str, str]]], champions: set[str], retrained_on: date
+) -> bool | None:
+    """Whether the drift-triggered training the policy started on `retrained_on` was promoted.
+
+    `versions`: (version, tags) of the registered model, newest first, tagged by the training flow
+    (`ctcd.reason`, `ctcd.trigger` with the monitoring day, `ctcd.gate.passed`); `champions`: every version
+    that was ever made champion. None while no such version is registered or its gate has not decided.
+    """
+    for version, tags in versions:
+        if not tags.get("ctcd.reason", "").startswith("drift") or _trigger_day(tags) != retrained_on:
+            continue
+        if version in champions:
+            return True
+        return False if tags.get("ctcd.gate.passed") == "false" else None
+    return None
+
+
+def _trigger_day(tags: Mapping[str, str]) -> date | None:
+    try:
+        return date.fromisoformat(json.loads(tags.get("ctcd.trigger", "{}")).get("today"))
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def describe(signals: MonitoringSignals, names: list[str]) -> str:

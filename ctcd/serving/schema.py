@@ -26,6 +26,26 @@ if TYPE_CHECKING:
 
 AS_OF_FIELD = "as_of"
 RESPONSE_FIELDS = ("request_id", "probability", "prediction", "model_version")
+# What the prediction log can store (ctcd/prediction_log.py): ids as int64 or text, and days whose
+# timestamps fit pandas' nanosecond range (1677-09-21 to 2262-04-11 23:47, so the last whole day is the 10th).
+ROW_ID = str | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None
+FIRST_AS_OF = date(1678, 1, 1)
+LAST_AS_OF = date(2262, 4, 10)
+AS_OF = (
+    Annotated[
+        date,
+        Field(
+            ge=FIRST_AS_OF,
+            le=LAST_AS_OF,
+            # pydantic leaves date bounds out of the JSON schema; these keywords publish them.
+            json_schema_extra={
+                "formatMinimum": FIRST_AS_OF.isoformat(),
+                "formatMaximum": LAST_AS_OF.isoformat(),
+            },
+        ),
+    ]
+    | None
+)
 
 
 @dataclass(frozen=True)
@@ -112,14 +132,15 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
         )
     row_fields: dict[str, Any] = {name: (_feature_type(rules.get(name)), ...) for name in ds.features}
     row_fields[ds.id_column] = (
-        str | int | None,
+        ROW_ID,
         Field(default=None, description="the row's id, stored with the prediction so labels can join"),
     )
     row_fields[AS_OF_FIELD] = (
-        date | None,
+        AS_OF,
         Field(
             default=None,
-            description="replay only: the day this prediction is logged under (served_at keeps the time)",
+            description="replay only: the day this prediction is logged under (served_at keeps the time), "
+            f"from {FIRST_AS_OF} to {LAST_AS_OF}",
         ),
     )
     row = create_model(  # type: ignore[call-overload]
@@ -135,7 +156,7 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
         probability=(float, Field(description=f"probability of label {ds.positive_label}")),
         prediction=(int, Field(description="the predicted label")),
         model_version=(str, Field(description="the registered model version that answered")),
-        **{ds.id_column: (str | int | None, None)},
+        **{ds.id_column: (ROW_ID, None)},
     )
     return ServingSchema(row=row, prediction=prediction, features=tuple(ds.features), id_column=ds.id_column)
 

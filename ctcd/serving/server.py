@@ -147,6 +147,7 @@ def server_environment(cfg: CtcdConfig, ws: Workspace) -> dict[str, str]:
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
         },
+        mlflow_retry_seconds=cfg.tracking.retry_seconds,
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from ctcd.prediction_log import BASE_COLUMNS, PredictionLogWriter, read_predictions
+from ctcd.prediction_log import BASE_COLUMNS, FAILED_SUFFIX, PredictionLogWriter, read_predictions
 
 
 def _records(cfg, day: str, n: int, start: int = 0, ids: list | None = None) -> pd.DataFrame:
@@ -73,3 +74,57 @@ def test_reader_ignores_unfinished_parts_and_handles_an_empty_log(default_config
     writer.close()
     writer.close()  # closing twice is harmless
     assert read_predictions(workspace).loc[0, "served_at"] == datetime(2026, 1, 8, 12, tzinfo=UTC)
+
+
+def _failed_rows(workspace) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted(workspace.predictions.glob(f"date=*/*{FAILED_SUFFIX}"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def test_a_chunk_that_cannot_be_written_is_set_aside_and_later_ones_are_logged(
+    default_config, workspace, caplog
+):
+    id_column = default_config.dataset.id_column
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 2))
+    # Outside pandas' nanosecond range: this chunk cannot become a Parquet part.
+    bad = _records(default_config, "2026-01-08", 1, start=2).to_dict("list")
+    bad["served_at"] = [datetime(1, 1, 1, 12, tzinfo=UTC)]
+    writer.append(bad)
+    writer.append(_records(default_config, "2026-01-09", 1, start=3))
+    with caplog.at_level("ERROR", logger="ctcd.prediction_log"):
+        assert writer.flush() == 3
+    assert "set aside" in caplog.text and "OutOfBounds" in caplog.text
+
+    writer.append(_records(default_config, "2026-01-09", 1, start=4))
+    writer.close()
+    assert list(read_predictions(workspace)["request_id"]) == ["r0", "r1", "r3", "r4"]
+    (aside,) = _failed_rows(workspace)
+    assert aside["request_id"] == "r2" and aside[id_column] == 2
+    assert aside["served_at"].startswith("0001-01-01T12:00:00")
+    assert aside["model_version"] == "3"
+
+
+def test_a_failed_flush_never_writes_a_record_twice(default_config, workspace):
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 2))
+    bad = _records(default_config, "2026-01-09", 1, start=2).to_dict("list")
+    bad["served_at"] = [datetime(9999, 12, 31, tzinfo=UTC)]
+    writer.append(bad)
+    writer.close()
+    log = read_predictions(workspace)
+    assert log["request_id"].tolist() == ["r0", "r1"]
+    assert [row["request_id"] for row in _failed_rows(workspace)] == ["r2"]
+    assert not list(workspace.predictions.rglob("*.tmp"))
+
+
+def test_ids_beyond_int64_are_kept_as_text(default_config, workspace):
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 2, ids=[2**64, 5]))
+    writer.close()
+    ids = read_predictions(workspace)[default_config.dataset.id_column].tolist()
+    assert ids == [str(2**64), "5"]
+    assert _failed_rows(workspace) == []

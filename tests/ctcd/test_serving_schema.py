@@ -120,3 +120,33 @@ def test_rows_to_frame_is_float64_in_feature_order(default_config):
     assert list(frame.columns) == cfg.dataset.features
     assert set(frame.dtypes.astype(str)) == {"float64"}
     assert frame[cfg.dataset.numerical_features[0]].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_ids_and_days_are_limited_to_what_the_prediction_log_can_store(default_config):
+    cfg = default_config
+    id_column = cfg.dataset.id_column
+    row_model = build_schema(cfg, rules={}).row
+    for accepted in (2**63 - 1, -(2**63), "any text", str(2**64)):
+        assert getattr(
+            row_model.model_validate_json(json.dumps(_row(cfg, **{id_column: accepted}))), id_column
+        ) == (accepted)
+    for day in ("1678-01-01", "2262-04-10"):
+        assert row_model.model_validate_json(json.dumps(_row(cfg, as_of=day))).as_of == date.fromisoformat(
+            day
+        )
+    too_wide = [{id_column: 2**63}, {id_column: -(2**63) - 1}, {id_column: 2**64}]
+    too_wide += [{"as_of": day} for day in ("0001-01-01", "1677-12-31", "2262-04-11", "9999-12-31")]
+    for overrides in too_wide:
+        with pytest.raises(ValidationError):
+            row_model.model_validate_json(json.dumps(_row(cfg, **overrides)))
+            pytest.fail(f"{overrides} was accepted")
+
+
+def test_the_published_schema_states_the_limits(default_config):
+    properties = build_schema(default_config, rules={}).row.model_json_schema()["properties"]
+    integer = next(
+        o for o in properties[default_config.dataset.id_column]["anyOf"] if o.get("type") == "integer"
+    )
+    assert (integer["minimum"], integer["maximum"]) == (-(2**63), 2**63 - 1)
+    day = next(o for o in properties["as_of"]["anyOf"] if o.get("format") == "date")
+    assert (day["formatMinimum"], day["formatMaximum"]) == ("1678-01-01", "2262-04-10")

@@ -8,6 +8,7 @@ minItems/maxItems), number/integer (minimum/maximum), string (format date), bool
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from hypothesis import strategies as st
@@ -75,7 +76,9 @@ def from_schema(doc: Schema, schema: Schema) -> st.SearchStrategy[Any]:
         return st.integers(min_value=schema.get("minimum"), max_value=schema.get("maximum"))
     if kind == "string":
         if schema.get("format") == "date":
-            return st.dates().map(lambda d: d.isoformat())
+            low = date.fromisoformat(schema.get("formatMinimum", "0001-01-01"))
+            high = date.fromisoformat(schema.get("formatMaximum", "9999-12-31"))
+            return st.dates(low, high).map(lambda d: d.isoformat())
         return st.text(max_size=40)
     if kind == "boolean":
         return st.booleans()

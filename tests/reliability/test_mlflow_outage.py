@@ -4,8 +4,8 @@ The server is the one `ctcd up` starts (`ctcd.stack.start_mlflow`), on a free po
 `tracking.tracking_uri` at it. A short outage (the server is restarted while a champion move waits) is
 ridden out by the MLflow client's retries; a lasting one fails with one line naming the server, and the
 registry never has an alias on a version whose model cannot be loaded.
-`MLFLOW_HTTP_REQUEST_MAX_RETRIES` bounds the retry window of the lasting outage (MLflow's default, 7
-retries with back-off, waits about 4 minutes per call).
+`tracking.retry_seconds` bounds how long each MLflow call waits (default 120 s, which covers the short
+outage); the lasting outage uses a 1 s window so that it fails fast.
 """
 
 from __future__ import annotations
@@ -101,11 +101,18 @@ def small_candidate(cfg: CtcdConfig, seed: int) -> registry.CandidateRun:
 def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
     mlflow_stack: MlflowStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
+    import yaml
+
     from ctcd.cli import main
 
-    cfg, ws = mlflow_stack.cfg, mlflow_stack.ws
-    before = registry.require_champion(cfg, ws)
+    ws = mlflow_stack.ws
+    before = registry.require_champion(mlflow_stack.cfg, ws)
     moves_before = registry.alias_history(ws, alias=None)
+    raw = yaml.safe_load(mlflow_stack.config.read_text(encoding="utf-8"))
+    raw["tracking"]["retry_seconds"] = 1
+    impatient = mlflow_stack.config.with_name("impatient.yaml")
+    impatient.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cfg = load_config(impatient)
     outcome: list[object] = []
 
     def register() -> None:
@@ -114,8 +121,6 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
         except Exception as exc:  # the outage may cut it anywhere
             outcome.append(exc)
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     try:
         # The server goes away one second into a registration (log, register, tags, `challenger`).
         worker = threading.Thread(target=register)
@@ -130,17 +135,16 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
         message = str(caught.value)
         assert "\n" not in message and cfg.tracking.tracking_uri in message, message
 
-        monkeypatch.setattr(sys, "argv", ["ctcd", "status", "-c", str(mlflow_stack.config)])
+        monkeypatch.setattr(sys, "argv", ["ctcd", "status", "-c", str(impatient)])
         with pytest.raises(SystemExit) as exited:
             main()
         err = capsys.readouterr().err.strip()
         assert exited.value.code == 1
         assert len(err.splitlines()) == 1 and "did not answer" in err, err
     finally:
-        monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-        monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
         mlflow_stack.start()
 
+    cfg = mlflow_stack.cfg  # the default retry window again
     assert registry.require_champion(cfg, ws).version == before.version
     moves = registry.alias_history(ws, alias=None)[len(moves_before) :]
     assert [m["alias"] for m in moves] in ([], [registry.CHALLENGER]), moves

@@ -131,11 +131,6 @@ def test_the_repository_holds_no_credentials():
     assert find_leaks(REPO) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stack fix needed (RELIABILITY.md, G7): docker/compose.yaml falls back to committed passwords "
-    "(${POSTGRES_PASSWORD:-ctcd}, ${MINIO_ROOT_PASSWORD:-ctcd-minio-secret}); use ${VAR:?message}",
-)
 def test_no_password_has_a_committed_fallback():
     assert secret_defaults(REPO) == []
 

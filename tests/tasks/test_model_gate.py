@@ -152,3 +152,27 @@ def test_decision_tags_carry_the_numbers(cfg, holdout):
     assert float(tags["ctcd.gate.delta"]) == 0.0
     assert "improvement=FAIL" in tags["ctcd.gate.checks"]
     assert all(isinstance(v, str) and len(v) < 5000 for v in tags.values())
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss"])
+def test_the_vectorized_bootstrap_equals_sklearn_scoring_each_resample(metric):
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(11)
+    n, samples, seed = 300, 120, 4
+    y = rng.integers(0, 2, n)
+    cand = np.round(np.clip(y * 0.3 + rng.uniform(0, 0.7, n), 0.01, 0.99), 2)  # ties, as trees give
+    ref = np.round(rng.uniform(0.01, 0.99, n), 2)
+    score = roc_auc_score if metric == "roc_auc" else log_loss
+    # The same resamples as the gate draws (multinomial counts, model_gate._CHUNK at a time), one at a time.
+    draws = np.random.default_rng(seed)
+    deltas = []
+    for done in range(0, samples, model_gate._CHUNK):
+        for w in draws.multinomial(n, np.full(n, 1.0 / n), size=min(model_gate._CHUNK, samples - done)):
+            d = score(y, cand, sample_weight=w) - score(y, ref, sample_weight=w)
+            deltas.append(d if evaluation.GREATER_IS_BETTER[metric] else -d)
+    low, high = np.quantile(deltas, [0.05, 0.95])
+    b = model_gate.paired_bootstrap(metric, y, cand, ref, samples, 0.9, seed)
+    assert b.samples == samples
+    assert b.low == pytest.approx(low, abs=1e-12) and b.high == pytest.approx(high, abs=1e-12)
+    assert b.candidate == pytest.approx(score(y, cand, sample_weight=None), abs=1e-12)

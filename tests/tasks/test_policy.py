@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from ctcd.config import DriftPolicyConfig
 from ctcd.drift_report import ColumnDrift
 from tasks.drift import CovariateShift, MonitoringSignals, Performance, PredictionDrift, PriorShift
-from tasks.policy import Episode, PolicyState, decide
+from tasks.policy import Episode, PolicyState, decide, record_outcome, training_outcome
 
 DAY1 = date(2026, 1, 1)
 POLICY = DriftPolicyConfig(cooldown_days=2, min_labelled_rows=500)
@@ -65,11 +66,25 @@ def signals(*fired: str, onset: date | None = None) -> MonitoringSignals:
     )
 
 
-def run(days: dict[int, tuple[str, ...]], last: int, policy: DriftPolicyConfig = POLICY, onset=None):
-    """Replay days 1..last through the policy, carrying the state; return the decisions."""
+def run(
+    days: dict[int, tuple[str, ...]],
+    last: int,
+    policy: DriftPolicyConfig = POLICY,
+    onset=None,
+    promoted: bool | None = None,
+    onsets: dict[int, date] | None = None,
+):
+    """Replay days 1..last through the policy, carrying the state; return the decisions.
+
+    `promoted`: the outcome of every retraining, fed back as the monitoring flow does (None: not known);
+    `onsets`: a per-day onset estimate overriding `onset`.
+    """
     state, decisions = PolicyState(), []
     for n in range(1, last + 1):
-        decision, state = decide(signals(*days.get(n, ()), onset=onset), state, policy, day(n), ENOUGH, 7)
+        seen = (onsets or {}).get(n, onset)
+        decision, state = decide(signals(*days.get(n, ()), onset=seen), state, policy, day(n), ENOUGH, 7)
+        if decision.action == "retrain":
+            state = record_outcome(state, promoted)
         decisions.append(decision)
     return decisions, state
 
@@ -193,3 +208,111 @@ def test_the_default_stream_scenario_retrains_once_per_episode():
     decisions, _ = run(days, last=30, onset=day(20))
     retrains = [(d.today.day, d.window_start) for d in decisions if d.action == "retrain"]
     assert retrains == [(8, None), (16, None), (21, day(20))]
+
+
+def test_a_promoted_retraining_ends_the_episode_as_before():
+    days = {n: ("performance",) for n in range(21, 30)}
+    for outcome in (True, None):  # promoted, or not known yet (a training still running, or failed)
+        decisions, state = run(days, last=29, onset=day(20), promoted=outcome)
+        assert [d.today.day for d in decisions if d.action == "retrain"] == [21]
+        assert state.episode.promoted is outcome and state.episode.retries == 0
+        said = "already started a retraining on 2026-01-21" + (", which was promoted" if outcome else "")
+        assert decisions[-1].reason.endswith(said)
+
+
+def test_a_rejected_retraining_is_retried_after_the_cool_down_from_the_same_onset():
+    days = {n: ("performance",) for n in range(21, 30)}
+    # the onset estimate moves later once a noisy day is back above the floor: the retry keeps the first
+    decisions, state = run(
+        days, last=24, onset=day(20), promoted=False, onsets={n: day(22) for n in range(22, 30)}
+    )
+    retrains = [d for d in decisions if d.action == "retrain"]
+    assert [(d.today, d.window_start) for d in retrains] == [(day(21), day(20)), (day(23), day(20))]
+    assert "cool-down after retraining on 2026-01-21 until 2026-01-23" in decisions[21].reason
+    assert "the model gate rejected the retraining of 2026-01-21, retry 1 of 2" in retrains[1].reason
+    assert retrains[1].episode_started == retrains[0].episode_started == day(21), "the same episode"
+    assert state.episode.retries == 1 and state.episode.promoted is False
+    assert state.window_floor == day(20)
+
+
+def test_retries_are_bounded_per_episode():
+    days = {n: ("performance",) for n in range(21, 40)}
+    decisions, state = run(days, last=39, onset=day(20), promoted=False)
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [21, 23, 25]
+    assert state.episode.retries == 2
+    assert "no retry left (2 of max_retries_per_episode 2 spent)" in decisions[-1].reason
+    never = POLICY.model_copy(update={"max_retries_per_episode": 0})
+    decisions, _ = run(days, last=39, policy=never, onset=day(20), promoted=False)
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [21]
+    # a quiet day ends the episode: the next one starts with its own retries
+    days = {n: ("performance",) for n in [*range(21, 27), *range(28, 34)]}
+    decisions, _ = run(days, last=33, onset=day(20), promoted=False)
+    assert [d.today for d in decisions if d.action == "retrain"] == [day(n) for n in (21, 23, 25, 28, 30, 32)]
+
+
+def test_a_retry_still_waits_for_new_labels():
+    state = PolicyState(
+        last_retrain=day(21),
+        episode=Episode(
+            started=day(21),
+            signals=["performance"],
+            retrained_on=day(21),
+            window_start=day(20),
+            promoted=False,
+        ),
+        window_floor=day(20),
+    )
+    decision, pending = decide(signals("performance", onset=day(20)), state, POLICY, day(24), 100, 7)
+    assert decision.action == "alert" and "waiting for labels" in decision.reason
+    assert pending.episode == state.episode
+    decision, _ = decide(signals("performance", onset=day(20)), pending, POLICY, day(25), 900, 7)
+    assert decision.action == "retrain" and decision.window_start == day(20)
+
+
+def test_record_outcome_only_touches_an_episode_that_retrained():
+    assert record_outcome(PolicyState(), False) == PolicyState()
+    waiting = PolicyState(episode=Episode(started=DAY1, signals=["performance"]))
+    assert record_outcome(waiting, False) == waiting
+    retrained = PolicyState(episode=Episode(started=DAY1, signals=["performance"], retrained_on=DAY1))
+    assert record_outcome(retrained, None) == retrained
+    assert record_outcome(retrained, False).episode.promoted is False
+
+
+def _tags(reason: str, today: str | None, passed: str | None = None) -> dict[str, str]:
+    tags = {"ctcd.reason": reason, "ctcd.trigger": json.dumps({"today": today} if today else {})}
+    return tags | ({"ctcd.gate.passed": passed} if passed else {})
+
+
+def test_training_outcome_reads_the_episode_s_drift_training_from_the_registry_tags():
+    retrained_on = day(23)
+    newest_first = [
+        ("7", _tags("scheduled", None, "false")),
+        ("6", _tags("drift: accuracy dropped", "2026-01-23", "false")),
+        ("5", _tags("drift: accuracy dropped", "2026-01-21", "true")),
+    ]
+    assert training_outcome(newest_first, {"1", "5"}, retrained_on) is False
+    assert training_outcome(newest_first, {"1", "5"}, day(21)) is True
+    assert training_outcome(newest_first, {"1", "5", "6"}, retrained_on) is True
+    # registered but not judged yet, or not registered at all (still running, or failed): not known
+    pending = [("6", _tags("drift: accuracy dropped", "2026-01-23"))]
+    assert training_outcome(pending, {"1"}, retrained_on) is None
+    assert training_outcome(newest_first, {"1"}, day(25)) is None
+    # a manual training that happens to carry the day is not the policy's
+    assert training_outcome([("8", _tags("manual", "2026-01-23", "false"))], set(), retrained_on) is None
+    assert (
+        training_outcome([("9", {"ctcd.reason": "drift", "ctcd.trigger": "{trunc"})], set(), day(1)) is None
+    )
+
+
+@pytest.mark.parametrize("name", ["covariate_shift", "prior_shift"])
+def test_a_rejected_retraining_without_a_performance_drop_is_not_retried(name):
+    # the gate kept a champion that did as well as a model trained on the shifted data: nothing to retry
+    decisions, _ = run({n: (name,) for n in range(8, 15)}, last=14, promoted=False)
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [8]
+    assert decisions[-1].reason.endswith(
+        "which the model gate rejected; the champion's accuracy has not dropped"
+    )
+    # ... until its accuracy drops: a new kind of signal, retrained at once (escalation, as before)
+    days = {n: (name,) for n in range(8, 15)} | {15: (name, "performance")}
+    decisions, _ = run(days, last=15, promoted=False, onset=day(14))
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [8, 15]
