@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctcd import registry
+from ctcd import registry, stack
 from ctcd.config import load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
+from ctcd.serving.server import running_server
 from ctcd.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +90,8 @@ def test_short_demo_quarantines_retrains_on_drift_and_serves_the_new_champion(tm
 
     # 4. The timeline and nothing left running.
     assert Path(summary["timeline"]["png"]).stat().st_size > 10_000
-    assert not list(ws.run.glob("*.json")), "the demo stops the stack it started"
+    assert stack.read_records(ws) == [], "the demo stops the stack it started"
+    assert running_server(ws) is None, "and the live server its deliveries started"
 
 
 def _env() -> dict[str, str]:
