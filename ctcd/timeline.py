@@ -35,6 +35,8 @@ def write_timeline(records: list[DayRecord], cfg: CtcdConfig, out_dir: Path) -> 
         days, [a if a is not None else float("nan") for a in acc], marker="o", ms=3, label="live accuracy"
     )
     for day, label in drift_onsets(cfg):
+        if days and day > max(days):
+            continue
         ax.axvline(day, color="tab:red", ls="--", lw=1)
         ax.text(day + 0.1, 0.42, label, rotation=90, color="tab:red", fontsize=8, va="bottom")
     for r in records:
