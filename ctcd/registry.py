@@ -192,6 +192,20 @@ def load_model(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> Any:
     return mlflow.sklearn.load_model(ref.uri)
 
 
+def positive_class_index(cfg: CtcdConfig, ref: ModelRef, model: Any) -> int:
+    """The column of `model.predict_proba` that holds `dataset.positive_label`, or WorkFailed."""
+    import numpy as np
+
+    classes = np.asarray(model.classes_)
+    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
+    if len(matches) != 1:
+        raise WorkFailed(
+            f"model version {ref.version} predicts classes {classes.tolist()}, "
+            f"which lack positive_label {cfg.dataset.positive_label}"
+        )
+    return int(matches[0])
+
+
 def load_reference(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> pd.DataFrame:
     """The reference sample stored with a model version (features, target, probability, prediction)."""
     import mlflow

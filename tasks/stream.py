@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from ctcd.config import CtcdConfig, ScenarioEvent, StreamConfig
+from ctcd.config import Corruption, CtcdConfig, ScenarioEvent, StreamConfig
 from ctcd.errors import ConfigError, UsageError, WorkFailed
 from ctcd.workspace import Workspace
 
@@ -42,15 +42,7 @@ AGRAWAL_NUMERIC = ("salary", "commission", "age", "hvalue", "hyears", "loan")
 AGRAWAL_CATEGORICAL = ("elevel", "car", "zipcode")
 # river's order of the attributes in each row (and in the words drawn for it).
 RIVER_ORDER = ("salary", "commission", "age", "elevel", "car", "zipcode", "hvalue", "hyears", "loan")
-CORRUPTIONS = (
-    "null_flood",
-    "string_numbers",
-    "out_of_range",
-    "unknown_category",
-    "duplicate_ids",
-    "missing_column",
-    "truncated",
-)
+CORRUPTIONS = get_args(Corruption)
 ID_BLOCK = 10**8  # ids are day * ID_BLOCK + row: unique across the stream, readable, stable if R changes
 NULL_SHARE = 0.4  # share of values a null_flood blanks in each column it hits
 CORRUPT_SHARE = 0.2  # share of rows hit by out_of_range, unknown_category, duplicate_ids

@@ -92,14 +92,9 @@ def offline_probabilities(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef
 
     model = registry.load_model(cfg, ws, ref)
     classes = np.asarray(model.classes_)
-    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
-    if len(matches) != 1:
-        raise WorkFailed(
-            f"model version {ref.version} predicts classes {classes.tolist()}, "
-            f"which lack positive_label {cfg.dataset.positive_label}"
-        )
+    positive = registry.positive_class_index(cfg, ref, model)
     proba = model.predict_proba(frame[cfg.dataset.features].astype("float64"))
-    return proba[:, int(matches[0])], classes[proba.argmax(axis=1)]
+    return proba[:, positive], classes[proba.argmax(axis=1)]
 
 
 def predict_over_http(cfg: CtcdConfig, url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -84,14 +84,8 @@ def load_live_model(cfg: CtcdConfig, ws: Workspace, version: str | None) -> Live
     """Load a registered version (the champion when None) and check that it knows the positive label."""
     ref = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
     estimator = registry.load_model(cfg, ws, ref)
-    classes = np.asarray(estimator.classes_)
-    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
-    if len(matches) != 1:
-        raise CtcdError(
-            f"model version {ref.version} predicts classes {classes.tolist()}, "
-            f"which lack positive_label {cfg.dataset.positive_label}"
-        )
-    return LiveModel(ref.version, estimator, int(matches[0]), classes, datetime.now(UTC))
+    positive = registry.positive_class_index(cfg, ref, estimator)
+    return LiveModel(ref.version, estimator, positive, np.asarray(estimator.classes_), datetime.now(UTC))
 
 
 def check_answers(model: LiveModel, frame: Any) -> None:
