@@ -11,9 +11,13 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode: every worker, flow-run and server process imports MLflow, scikit-learn and XGBoost;
+# without .pyc files (uv writes none by default, and PYTHONDONTWRITEBYTECODE stops Python from writing
+# them) each process compiles those sources again: 5-8 s per process on 2 cores.
 $(VENV)/.installed: requirements.lock pyproject.toml $(BIN)/uv
-	$(BIN)/uv pip install --python $(BIN)/python --index-url https://pypi.org/simple -r requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --index-url https://pypi.org/simple \
+		-r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed

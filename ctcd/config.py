@@ -221,6 +221,11 @@ class DriftPolicyConfig(_Strict):
         description="retries after the gate rejected a drift episode's retraining, each after the cool-down",
     )
     window_days: int = Field(default=1, ge=1, description="days of live data compared with the reference")
+    covariate_persistence_days: int = Field(
+        default=1,
+        ge=1,
+        description="days in a row a covariate shift must fire before it alone retrains (1: at once)",
+    )
     retrain_on: list[Literal["covariate_shift", "prediction_drift", "prior_shift", "performance"]] = Field(
         default_factory=lambda: ["performance", "prior_shift", "covariate_shift"]
     )
@@ -249,6 +254,11 @@ class ServingConfig(_Strict):
     log_flush_rows: int = Field(default=500, ge=1)
     log_flush_seconds: float = Field(default=2.0, gt=0)
     access_log: bool = Field(default=False, description="BentoML's per-request access log lines")
+    keep_smoke_server: bool = Field(
+        default=False,
+        description="keep the smoke-test server as a standby between deliveries (each reloads it rather than "
+        "starting a new one; `ctcd down` stops it)",
+    )
 
 
 class TrackingConfig(_Strict):

@@ -33,6 +33,9 @@ RETRAIN_DEPLOYMENT = "ctcd-pipeline/retrain"
 TRIGGER_APPEAR_SECONDS = 60.0
 WAIT_FOR_RUN_SECONDS = 600.0
 TRAFFIC_CHUNK = 200
+# The accelerated clock: workers ask for runs every second, so a drift-triggered retrain starts at once.
+DEMO_WORKER_POLL_SECONDS = 1.0
+WAIT_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DayRecord:
 
     labelled_day: int | None = None
     labelled_accuracy: float | None = None
+    seconds: float = 0.0
 
     def line(self) -> str:
         """One progress line (the accuracy is that of the day whose labels arrived today)."""
@@ -70,6 +74,7 @@ class DayRecord:
             f"{f' (refused {self.refused})' if self.refused else ''}  champion v{self.champion or '-'}"
             f"  live acc {acc}  signals {','.join(self.fired) or '-'}  action {self.action}"
             + (f"  | {trained}" if trained else "")
+            + f"  ({self.seconds:.0f} s)"
         )
 
 
@@ -105,8 +110,13 @@ def write_demo_config(cfg: CtcdConfig, ws: Workspace, options: DemoOptions) -> P
     if options.fast:
         raw.setdefault("model", {}).setdefault("search", {})["budget"] = 1
         raw["model"].setdefault("params", {})["n_estimators"] = 100
-    if options.days:
-        stream["days"] = options.days
+    stream["days"] = options.days or default_days(cfg)
+    # Blue/green: the smoke-test server stays up between deliveries (`ctcd down` stops it).
+    raw.setdefault("serving", {})["keep_smoke_server"] = True
+    orchestration = raw.setdefault("orchestration", {})
+    orchestration["worker_poll_seconds"] = min(
+        float(orchestration.get("worker_poll_seconds", DEMO_WORKER_POLL_SECONDS)), DEMO_WORKER_POLL_SECONDS
+    )
     path = ws.root / "demo-config.yaml"
     if options.rows_per_day and options.rows_per_day != cfg.stream.rows_per_day:
         # The reviewed suite bounds the row count of a default day: bootstrap one for this volume.
@@ -114,6 +124,20 @@ def write_demo_config(cfg: CtcdConfig, ws: Workspace, options: DemoOptions) -> P
         raw["gates"]["data"]["suite"] = str(_bootstrap_suite(cfg, raw, ws))
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
+
+
+def default_days(cfg: CtcdConfig) -> int:
+    """The demo's default length: through the first day served by the model retrained after the last drift.
+
+    The last drift's labels arrive `label_delay_days` after its onset, the drift-triggered retraining runs
+    that day and its model serves from the next: onset + label delay + 1 (day 22 of the default scenario),
+    never past the stream's own `days` (`--days` replays more, up to the whole month).
+    """
+    assert cfg.stream is not None
+    onsets = [e.day for e in cfg.stream.events if e.kind != "corrupt_batch"]
+    if not onsets:
+        return cfg.stream.days
+    return min(cfg.stream.days, max(onsets) + cfg.dataset.label_delay_days + 1)
 
 
 def _bootstrap_suite(cfg: CtcdConfig, raw: dict[str, Any], ws: Workspace) -> Path:
@@ -226,7 +250,7 @@ def wait_for_triggered_run(since: datetime, appear_timeout: float, finish_timeou
                 return runs[-1]
             if (not runs and waited > appear_timeout) or waited > finish_timeout:
                 return None
-            time.sleep(2.0)
+            time.sleep(WAIT_POLL_SECONDS)
 
 
 def trainings_since(cfg: CtcdConfig, ws: Workspace, since: datetime) -> list[dict[str, Any]]:
@@ -265,11 +289,13 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
     for s in report.services:
         echo(f"  {s.name:<22} {s.state:<8} {s.url or ''}")
 
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     records: list[DayRecord] = []
     try:
-        with temporary_settings({PREFECT_API_URL: api_url}):
+        # No flow-run heartbeats in this process: a simulated day lasts seconds, far below their 180 s
+        # period, and stopping each run's heartbeat thread costs up to 1 s per flow run (3 a day).
+        with temporary_settings({PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             records = _replay(cfg, cfg_path, ws, entries, echo)
     finally:
         _flush_prefect_logs()
@@ -304,6 +330,7 @@ def _replay(
     records: list[DayRecord] = []
     for entry in entries:
         rec = DayRecord(day=entry.day, date=entry.date)
+        day_clock = time.perf_counter()
         if is_serving(url):
             rec.served, rec.refused = send_traffic(cfg, ws, url, entry.batch_id, entry.date)
         day_started = datetime.now(UTC)
@@ -324,6 +351,7 @@ def _replay(
                 RETRAIN_DEPLOYMENT,
                 parameters={"config_path": str(cfg_path), "reason": "scheduled", "monitor": False},
                 timeout=WAIT_FOR_RUN_SECONDS,
+                poll_interval=WAIT_POLL_SECONDS,
                 as_subflow=False,
             )
             if run.state is None or not run.state.is_completed():
@@ -336,6 +364,7 @@ def _replay(
             if earlier.date == previous_day:
                 earlier.live_accuracy = live_accuracy(cfg, ws, previous_day)
                 rec.labelled_day, rec.labelled_accuracy = earlier.day, earlier.live_accuracy
+        rec.seconds = time.perf_counter() - day_clock
         records.append(rec)
         echo(rec.line())
     for earlier in records:
@@ -345,12 +374,19 @@ def _replay(
 
 
 def _flush_prefect_logs() -> None:
-    """Send the run logs still buffered in this process before the Prefect server goes away."""
+    """Send the run logs and events still buffered in this process before the Prefect server goes away.
+
+    Draining the events worker also closes its websocket, which would otherwise hold the server's
+    graceful shutdown until `ctcd down` kills it (20 s).
+    """
+    from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogHandler
 
-    # The logs are a convenience; the runs' states are already recorded.
+    # The logs and events are a convenience; the runs' states are already recorded.
     with contextlib.suppress(Exception):
         APILogHandler.flush()
+    with contextlib.suppress(Exception):
+        EventsWorker.drain_all(timeout=5.0)
 
 
 def _batch_status(result: Any, batch_id: str) -> str:

@@ -557,16 +557,19 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
 def down(ws: Workspace, grace: float = STOP_GRACE_SECONDS) -> list[ServiceStatus]:
     """Stop every service `up` recorded, in the reverse order of starting, and remove the PID files.
 
-    The live prediction server that a delivery run started (`run/serving.pid`) is stopped first.
+    The prediction servers that delivery runs started (the live one, `run/serving.pid`, and the standby
+    smoke-test server, `run/smoke.pid`) are stopped first.
     """
     stopped = []
-    from ctcd.serving.server import PID_FILE, running_server
+    from ctcd.serving.server import PID_FILE, SMOKE_PID_FILE, running_server
 
-    live = running_server(ws)
-    if live is not None:
-        live.stop(timeout=grace)
-        stopped.append(ServiceStatus(BENTO, "stopped", live.url, live.pid, "stopped (started by a delivery)"))
-    (ws.run / PID_FILE).unlink(missing_ok=True)
+    servers = ((PID_FILE, "started by a delivery"), (SMOKE_PID_FILE, "the standby smoke-test server"))
+    for name, what in servers:
+        server = running_server(ws, name)
+        if server is not None:
+            server.stop(timeout=grace)
+            stopped.append(ServiceStatus(BENTO, "stopped", server.url, server.pid, f"stopped ({what})"))
+        (ws.run / name).unlink(missing_ok=True)
     for record in reversed(read_records(ws)):
         was_alive = stop_record(ws, record, grace)
         detail = "stopped" if was_alive else "was not running (stale PID file removed)"

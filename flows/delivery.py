@@ -111,9 +111,11 @@ def delivery_flow(
     url = live_server_url(cfg)
     live = deploy.live_model(url)
     previous = previous_version(ws, live, target.version)
-    bento_tag = build_bento(cfg, ws, target.version) if build else None
+    # The Bento builds (a `bentoml build` subprocess) while the smoke test runs.
+    bento = build_bento.submit(cfg, ws, target.version) if build else None
     rows = holdout_rows(cfg, ws, target)
     smoke = smoke_test(cfg, ws, target, rows)
+    bento_tag = bento.result() if bento is not None else None
     report = DeliveryReport(
         status="deployed",
         version=target.version,

@@ -12,11 +12,14 @@ A project without a champion trains as soon as labelled data exists.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from pydantic import BaseModel
 
 from ctcd import registry
@@ -67,29 +70,38 @@ def ctcd_pipeline(
     logger = get_run_logger()
     cfg = load_config(config_path)
     ws = Workspace.open()
-    report = PipelineReport(today=today, ingest=ingest_flow(config_path, through=today))
+    with subflows_without_heartbeats():
+        report = PipelineReport(today=today, ingest=ingest_flow(config_path, through=today))
 
-    initial = reason is None and registry.champion(cfg, ws) is None
-    if initial and not validated_files(ws):
-        report.notes.append("no first model yet: waiting for a validated batch whose labels have arrived")
-    elif reason is not None or initial:
-        report.training = training_flow(
-            config_path, reason=reason or INITIAL_REASON, window_start=window_start, trigger=trigger
+        initial = reason is None and registry.champion(cfg, ws) is None
+        if initial and not validated_files(ws):
+            report.notes.append("no first model yet: waiting for a validated batch whose labels have arrived")
+        elif reason is not None or initial:
+            report.training = training_flow(
+                config_path, reason=reason or INITIAL_REASON, window_start=window_start, trigger=trigger
+            )
+            if report.training.promoted:
+                report.delivery = delivery_flow(config_path, start_if_down=True)
+
+        if monitor and reason is None and registry.champion(cfg, ws) is not None:
+            day = today or datetime.now(UTC).date().isoformat()
+            if read_predictions(ws, start=day, end=day).empty:
+                report.notes.append(f"monitoring skipped: no prediction was served on {day}")
+            else:
+                report.monitoring = monitoring_flow(config_path, today=today)
+
+        logger.info(report.summary())
+        create_markdown_artifact(
+            key="ctcd-pipeline",
+            markdown=f"## CT/CD cycle {today or ''}\n\n{report.summary()}\n",
+            description=report.summary()[:500],
         )
-        if report.training.promoted:
-            report.delivery = delivery_flow(config_path, start_if_down=True)
+        return report
 
-    if monitor and reason is None and registry.champion(cfg, ws) is not None:
-        day = today or datetime.now(UTC).date().isoformat()
-        if read_predictions(ws, start=day, end=day).empty:
-            report.notes.append(f"monitoring skipped: no prediction was served on {day}")
-        else:
-            report.monitoring = monitoring_flow(config_path, today=today)
 
-    logger.info(report.summary())
-    create_markdown_artifact(
-        key="ctcd-pipeline",
-        markdown=f"## CT/CD cycle {today or ''}\n\n{report.summary()}\n",
-        description=report.summary()[:500],
-    )
-    return report
+@contextmanager
+def subflows_without_heartbeats() -> Iterator[None]:
+    """Run the subflows without heartbeats of their own: they live in this run's process, whose heartbeat
+    covers them, and Prefect joins each run's heartbeat thread at its end (up to 1 s per subflow)."""
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -3,7 +3,9 @@
 Pure: the state goes in and the new state comes out, so the caller decides where it is kept (an
 append-only decision log). Rules, in order:
 1. no signal fired: `none`, and any open drift episode ends;
-2. only signals outside `retrain_on` fired: `alert`;
+2. only signals outside `retrain_on` fired: `alert`; so does a covariate shift that fired alone and has not
+   yet persisted `covariate_persistence_days` days in a row (a one-day wobble of one feature in a small
+   window is not worth a training);
 3. the open episode already started a retraining and no new kind of signal joined it: `alert`
    (deduplication: one drift episode starts one retraining, not a storm), unless the model gate rejected
    that retraining, the champion's accuracy is still down (`performance` fired) and fewer than
@@ -58,6 +60,9 @@ class PolicyState(_Record):
     window_floor: date | None = Field(
         default=None, description="onset of the last concept drift: later windows never start before it"
     )
+    covariate_since: date | None = Field(
+        default=None, description="first day of the covariate shift firing in every run since (None: quiet)"
+    )
 
 
 class RetrainDecision(_Record):
@@ -89,6 +94,8 @@ def decide(
     """
     fired = signals.fired
     triggering = [s for s in fired if s in drift.retrain_on]
+    since = (state.covariate_since or today) if "covariate_shift" in fired else None
+    state = state.model_copy(update={"covariate_since": since})
 
     def verdict(action: Action, reason: str, episode: Episode | None, **extra: object) -> RetrainDecision:
         return RetrainDecision(
@@ -107,6 +114,14 @@ def decide(
     if not triggering:
         reason = f"{', '.join(fired)} fired, which the policy only alerts on (retrain_on: {drift.retrain_on})"
         return verdict("alert", reason, None), state.model_copy(update={"episode": None})
+    persisted = (today - since).days + 1 if since else 0
+    if triggering == ["covariate_shift"] and persisted < drift.covariate_persistence_days:
+        reason = (
+            f"{describe(signals, triggering)}; a covariate shift alone retrains once it has fired "
+            f"{drift.covariate_persistence_days} days in a row (covariate_persistence_days): "
+            f"day {persisted}, since {since}"
+        )
+        return verdict("alert", reason, state.episode), state
 
     episode = state.episode
     new_kinds = [s for s in triggering if episode is None or s not in episode.signals]
@@ -166,7 +181,9 @@ def decide(
             "promoted": None,
         }
     )
-    return decision, PolicyState(last_retrain=today, episode=retrained, window_floor=floor)
+    return decision, PolicyState(
+        last_retrain=today, episode=retrained, window_floor=floor, covariate_since=since
+    )
 
 
 def record_outcome(state: PolicyState, promoted: bool | None) -> PolicyState:

@@ -15,7 +15,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         config: Path | None = options.ConfigOption,
-        days: int | None = typer.Option(None, "--days", min=3, help="Simulated days to replay."),
+        days: int | None = typer.Option(
+            None,
+            "--days",
+            min=3,
+            help="Simulated days to replay [default: through the first day served by the model retrained "
+            "after the scenario's last drift: 22 of the default's 30].",
+        ),
         rows_per_day: int | None = typer.Option(None, "--rows-per-day", min=100, help="Applications a day."),
         fast: bool = typer.Option(False, "--fast", help="A one-candidate search with fewer trees."),
         verbose: bool = typer.Option(False, "--verbose", help="Also print Prefect's per-run log lines."),

@@ -2,8 +2,10 @@
 
 The smoke test is TFX's InfraValidator idea: the candidate version runs in its own `bentoml serve` on a
 free port, answers held-out rows over HTTP, and must give the same probabilities as the registered model
-offline. The switch is a guarded in-process reload of the live server (`POST /admin/reload`): each worker
-loads the new version beside the old one, checks it, and swaps one reference, so no request fails.
+offline. That server is started for the test and stopped after it, or (`serving.keep_smoke_server`) kept
+as a standby that the next delivery reloads to its candidate: blue/green without a second start.
+The switch is a guarded in-process reload of the live server (`POST /admin/reload`): each worker loads
+the new version beside the old one, checks it, and swaps one reference, so no request fails.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ctcd.config import CtcdConfig
+    from ctcd.serving.server import ServerHandle
     from ctcd.workspace import Workspace
 
 BENTOFILE = Path(__file__).resolve().parents[2] / "deployments" / "bentofile.yaml"
@@ -112,6 +115,34 @@ def predict_over_http(cfg: CtcdConfig, url: str, rows: list[dict[str, Any]]) -> 
     return out
 
 
+def smoke_server(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef) -> ServerHandle:
+    """A real server answering with `ref`: a new one pinned to it, or the kept standby reloaded to it.
+
+    With `serving.keep_smoke_server` the standby (started by the first smoke test, recorded in
+    `run/smoke.pid`) stays up between deliveries; a standby that no longer answers is replaced.
+    """
+    from ctcd.net import free_port
+    from ctcd.serving.server import SMOKE_PID_FILE, running_server, start_server, write_pid_file
+
+    if not cfg.serving.keep_smoke_server:
+        return start_server(
+            cfg, ws, free_port(), host="127.0.0.1", version=ref.version, log_predictions=False
+        )
+    handle = running_server(ws, SMOKE_PID_FILE)
+    if handle is not None:
+        try:
+            handle.wait_ready(probe="/healthz")
+        except DependencyUnavailable:
+            handle.stop()  # a standby that does not answer is replaced
+            handle = None
+    if handle is None:
+        port = free_port()
+        handle = start_server(cfg, ws, port, host="127.0.0.1", log_predictions=False, require_model=False)
+        write_pid_file(ws, handle, SMOKE_PID_FILE)
+    switch_live(cfg, handle.url, ref.version)
+    return handle
+
+
 def smoke_test(
     cfg: CtcdConfig,
     ws: Workspace,
@@ -122,14 +153,9 @@ def smoke_test(
     """Serve `ref` in a second real server on a free port and compare its answers with offline ones."""
     import numpy as np
 
-    from ctcd.net import free_port
-    from ctcd.serving.server import start_server
-
     try:
         expected, labels = offline_probabilities(cfg, ws, ref, frame)
-        handle = start_server(
-            cfg, ws, free_port(), host="127.0.0.1", version=ref.version, log_predictions=False
-        )
+        handle = smoke_server(cfg, ws, ref)
     except CtcdError as exc:
         return SmokeResult(version=ref.version, rows=len(frame), passed=False, error=str(exc))
     try:
@@ -137,7 +163,8 @@ def smoke_test(
     except (CtcdError, httpx.HTTPError) as exc:
         return SmokeResult(version=ref.version, rows=len(frame), passed=False, error=str(exc))
     finally:
-        handle.stop()
+        if not cfg.serving.keep_smoke_server:
+            handle.stop()
     served = np.array([a["probability"] for a in answers], dtype="float64")
     diff = float(np.max(np.abs(served - expected))) if len(served) else 0.0
     labels_match = [a["prediction"] for a in answers] == [int(v) for v in labels]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import psutil
 
 from ctcd import settings
 from ctcd.errors import DependencyUnavailable
@@ -31,6 +32,7 @@ SERVICE_TARGET = "ctcd.serving.service:ChampionService"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 120.0
 PID_FILE = "serving.pid"
+SMOKE_PID_FILE = "smoke.pid"  # the standby smoke-test server (`serving.keep_smoke_server`)
 
 
 @dataclass
@@ -47,11 +49,13 @@ class ServerHandle:
         """Whether the server process still runs."""
         if self.process is not None:
             return self.process.poll() is None
+        with contextlib.suppress(OSError):
+            # Reap it when it is an exited child of this process: a zombie would look alive forever.
+            os.waitpid(self.pid, os.WNOHANG)
         try:
-            os.kill(self.pid, 0)
-        except (ProcessLookupError, PermissionError):
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
             return False
-        return True
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT, probe: str = "/readyz") -> None:
         """Block until `probe` answers 200; raise DependencyUnavailable with the log's tail otherwise."""
@@ -226,16 +230,16 @@ def is_serving(url: str) -> bool:
         return False
 
 
-def write_pid_file(ws: Workspace, handle: ServerHandle) -> Path:
-    """Record a detached live server so a later `running_server` (or `ctcd down`) can stop it."""
-    path = ws.run / PID_FILE
+def write_pid_file(ws: Workspace, handle: ServerHandle, name: str = PID_FILE) -> Path:
+    """Record a detached server (the live one by default) so `running_server` (or `ctcd down`) finds it."""
+    path = ws.run / name
     path.write_text(f"{handle.pid} {handle.port} {handle.url}\n", encoding="utf-8")
     return path
 
 
-def running_server(ws: Workspace) -> ServerHandle | None:
-    """The live server recorded in the workspace's pid file, if its process still runs."""
-    path = ws.run / PID_FILE
+def running_server(ws: Workspace, name: str = PID_FILE) -> ServerHandle | None:
+    """The server recorded in the workspace's pid file `name` (the live one), if its process still runs."""
+    path = ws.run / name
     try:
         pid, port, url = path.read_text(encoding="utf-8").split()
     except (OSError, ValueError):

@@ -20,7 +20,7 @@ from ctcd import registry, stack
 from ctcd.config import load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
-from ctcd.serving.server import running_server
+from ctcd.serving.server import SMOKE_PID_FILE, running_server
 from ctcd.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +92,7 @@ def test_short_demo_quarantines_retrains_on_drift_and_serves_the_new_champion(tm
     assert Path(summary["timeline"]["png"]).stat().st_size > 10_000
     assert stack.read_records(ws) == [], "the demo stops the stack it started"
     assert running_server(ws) is None, "and the live server its deliveries started"
+    assert running_server(ws, SMOKE_PID_FILE) is None, "and the standby smoke-test server"
 
 
 def _env() -> dict[str, str]:

@@ -259,3 +259,26 @@ def test_served_predictions_are_in_the_log_after_shutdown(served):
     replayed = read_predictions(ws, start="2026-01-08", end="2026-01-08")
     assert set(replayed["request_id"]) == {a["request_id"] for a in answers[:20]} | {single[0]["request_id"]}
     assert os.listdir(ws.predictions)  # partitions exist on disk, one folder per day
+
+
+def test_a_kept_smoke_server_is_reloaded_for_each_candidate_and_stopped_by_down(served):
+    from ctcd import stack
+    from ctcd.serving import deploy
+    from ctcd.serving.server import SMOKE_PID_FILE, running_server
+
+    cfg, ws, ref, _ = served
+    kept = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"keep_smoke_server": True})})
+    other = register_version(cfg, ws, seed=2)
+    frame = make_rows(cfg, 50, seed=9)
+
+    first = deploy.smoke_test(kept, ws, ref, frame)
+    standby = running_server(ws, SMOKE_PID_FILE)
+    assert first.passed and first.version == ref.version, first.error
+    assert standby is not None and standby.alive(), "the smoke-test server stays up as a standby"
+    second = deploy.smoke_test(kept, ws, other, frame)
+    assert second.passed and second.version == other.version, second.error
+    assert second.max_abs_difference is not None and second.max_abs_difference <= deploy.SMOKE_TOLERANCE
+    assert running_server(ws, SMOKE_PID_FILE).pid == standby.pid, "reloaded to the candidate, not restarted"
+
+    stack.down(ws)
+    assert running_server(ws, SMOKE_PID_FILE) is None and not standby.alive()

@@ -316,3 +316,37 @@ def test_a_rejected_retraining_without_a_performance_drop_is_not_retried(name):
     days = {n: (name,) for n in range(8, 15)} | {15: (name, "performance")}
     decisions, _ = run(days, last=15, promoted=False, onset=day(14))
     assert [d.today.day for d in decisions if d.action == "retrain"] == [8, 15]
+
+
+PERSISTENT = POLICY.model_copy(update={"covariate_persistence_days": 2})
+
+
+def test_a_one_day_covariate_wobble_only_alerts_when_persistence_is_asked():
+    decisions, state = run({5: ("covariate_shift",)}, last=7, policy=PERSISTENT)
+    assert [d.action for d in decisions[4:]] == ["alert", "none", "none"]
+    assert "once it has fired 2 days in a row (covariate_persistence_days): day 1, since 2026-01-05" in (
+        decisions[4].reason
+    )
+    assert state.last_retrain is None and state.covariate_since is None
+
+
+def test_a_persisting_covariate_shift_retrains_on_its_second_day_and_once():
+    decisions, state = run({n: ("covariate_shift",) for n in range(8, 15)}, last=15, policy=PERSISTENT)
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [9]
+    assert decisions[7].action == "alert" and decisions[14].action == "none"
+    assert state.covariate_since is None
+
+
+def test_persistence_does_not_delay_a_covariate_shift_that_comes_with_another_signal():
+    decisions, _ = run({8: ("covariate_shift", "prior_shift")}, last=8, policy=PERSISTENT)
+    assert decisions[7].action == "retrain" and decisions[7].triggering == ["covariate_shift", "prior_shift"]
+
+
+def test_a_gap_restarts_the_covariate_streak():
+    days = {3: ("covariate_shift",), 5: ("covariate_shift",), 6: ("covariate_shift",)}
+    decisions, _ = run(days, last=6, policy=PERSISTENT)
+    assert [d.today.day for d in decisions if d.action == "retrain"] == [6]
+
+
+def test_the_default_config_waits_two_days_for_a_covariate_shift(default_config):
+    assert default_config.drift.covariate_persistence_days == 2
