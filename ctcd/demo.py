@@ -56,6 +56,7 @@ class DayRecord:
 
     labelled_day: int | None = None
     labelled_accuracy: float | None = None
+    accuracy_after_replay: bool = False  # scored with labels due after the last replayed day
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -204,14 +205,18 @@ def send_traffic(cfg: CtcdConfig, ws: Workspace, url: str, batch_id: str, day: d
     return served, refused
 
 
-def live_accuracy(cfg: CtcdConfig, ws: Workspace, day: date) -> float | None:
-    """Accuracy of the predictions served on `day`, against the labels that have arrived for them."""
+def live_accuracy(cfg: CtcdConfig, ws: Workspace, day: date, labels: Path | None = None) -> float | None:
+    """Accuracy of the predictions served on `day`, against the labels that have arrived for them.
+
+    `labels`: another folder of label files (the stream's own, for the days whose labels are due after the
+    replay ends).
+    """
     import pandas as pd
 
     from ctcd.prediction_log import read_predictions
 
     served = read_predictions(ws, start=day, end=day)
-    label_file = ws.labels / f"{day.isoformat()}.parquet"
+    label_file = (labels or ws.labels) / f"{day.isoformat()}.parquet"
     if served.empty or not label_file.exists():
         return None
     ds = cfg.dataset
@@ -367,9 +372,13 @@ def _replay(
         rec.seconds = time.perf_counter() - day_clock
         records.append(rec)
         echo(rec.line())
+    from tasks.stream import stream_dir
+
     for earlier in records:
         if earlier.live_accuracy is None:
-            earlier.live_accuracy = live_accuracy(cfg, ws, earlier.date)
+            # The last days' labels are due after the replay: the timeline scores them from the stream.
+            earlier.live_accuracy = live_accuracy(cfg, ws, earlier.date, stream_dir(ws) / "labels")
+            earlier.accuracy_after_replay = earlier.live_accuracy is not None
     return records
 
 

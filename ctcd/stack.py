@@ -28,6 +28,7 @@ import psutil
 
 from ctcd import deployments, settings
 from ctcd.errors import CtcdError, DependencyUnavailable, UsageError
+from ctcd.workspace import log_tail
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
@@ -266,7 +267,7 @@ def wait_until(check: Callable[[], bool], record: ServiceRecord | None, what: st
             return
         if record is not None and not is_alive(record):
             raise DependencyUnavailable(
-                f"{what} exited during startup; see {record.log}: {_tail(Path(record.log))}"
+                f"{what} exited during startup; see {record.log}: {log_tail(Path(record.log))}"
             )
         if time.monotonic() > deadline:
             log = f"; see {record.log}" if record else ""
@@ -274,14 +275,6 @@ def wait_until(check: Callable[[], bool], record: ServiceRecord | None, what: st
                 f"{what} was not healthy in time (orchestration.startup_timeout_seconds){log}"
             )
         time.sleep(0.5)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(line.strip() for line in text[-lines:])[-600:]
 
 
 # --- the services ----------------------------------------------------------------------------------------

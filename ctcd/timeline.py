@@ -39,6 +39,16 @@ def write_timeline(records: list[DayRecord], cfg: CtcdConfig, out_dir: Path) -> 
             continue
         ax.axvline(day, color="tab:red", ls="--", lw=1)
         ax.text(day + 0.1, 0.42, label, rotation=90, color="tab:red", fontsize=8, va="bottom")
+    late = [r for r in records if r.accuracy_after_replay]
+    if late:
+        ax.scatter(
+            [r.day for r in late],
+            [r.live_accuracy for r in late],
+            facecolors="white",
+            edgecolors="tab:blue",
+            zorder=6,
+            label="scored with labels due after the replay",
+        )
     for r in records:
         if r.batch == "QUARANTINED":
             ax.scatter([r.day], [0.45], marker="x", color="black", zorder=5)
@@ -69,6 +79,12 @@ def write_timeline(records: list[DayRecord], cfg: CtcdConfig, out_dir: Path) -> 
     return {"png": png, "html": page}
 
 
+def _accuracy(r: DayRecord) -> str | None:
+    if r.live_accuracy is None:
+        return None
+    return f"{r.live_accuracy:.3f}" + (" (labels due after the replay)" if r.accuracy_after_replay else "")
+
+
 def _cell(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -85,7 +101,7 @@ def _html(records: list[DayRecord], png: Path) -> str:
                 r.batch,
                 r.served,
                 r.champion,
-                None if r.live_accuracy is None else f"{r.live_accuracy:.3f}",
+                _accuracy(r),
                 ", ".join(r.fired),
                 r.action,
                 "; ".join(

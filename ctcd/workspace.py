@@ -97,3 +97,12 @@ class Workspace:
     def audit(self) -> Path:
         """Append-only logs (promotion history)."""
         return self.root / "audit"
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a service's log on one line, for an error message ("(no log)" when unreadable)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(line.strip() for line in text[-lines:])[-600:]

@@ -23,6 +23,7 @@ import psutil
 
 from ctcd import settings
 from ctcd.errors import DependencyUnavailable
+from ctcd.workspace import log_tail
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
@@ -64,7 +65,7 @@ class ServerHandle:
             if not self.alive():
                 raise DependencyUnavailable(
                     f"the prediction server on port {self.port} exited during startup; "
-                    f"see {self.log_path}: {_tail(self.log_path)}"
+                    f"see {self.log_path}: {log_tail(self.log_path)}"
                 )
             try:
                 if httpx.get(f"{self.url}{probe}", timeout=2.0).status_code == 200:
@@ -98,14 +99,6 @@ class ServerHandle:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(line.strip() for line in text[-lines:])[-600:]
 
 
 def reload_channel(ws: Workspace, port: int) -> Path:

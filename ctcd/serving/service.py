@@ -44,6 +44,35 @@ from ctcd.workspace import Workspace
 
 logger = logging.getLogger("ctcd.serving")
 
+# The logger BentoML reports failed requests on (`bentoml._internal.server.http_app.log_exception`).
+BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
+
+
+class OneLineValidationErrors(logging.Filter):
+    """Log a request refused for invalid input (400) as one warning line, not an error with a traceback.
+
+    BentoML logs each such request with its traceback and every failing field: one day of malformed
+    traffic in the demo (10 requests of 200 rows) added 1.4 MB to the server log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        errors = getattr(exc, "errors", None)
+        if exc is None or type(exc).__name__ != "ValidationError" or not callable(errors):
+            return True
+        found = errors(include_context=False, include_input=False)
+        first = found[0] if found else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        record.msg = f"{record.getMessage()}: 400, {len(found)} validation error(s), first {where}: "
+        record.msg += str(first.get("msg", ""))
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(OneLineValidationErrors())
+
 PREDICTION_PATHS = ("/predict", "/predict_batch")
 ADMIN_PREFIX = "/admin/"
 WATCH_SECONDS = 0.5

@@ -30,3 +30,21 @@ def test_the_demo_config_speeds_the_clock_up_and_keeps_a_smoke_test_standby(defa
     assert written["serving"]["keep_smoke_server"] is True
     asked = yaml.safe_load(write_demo_config(default_config, workspace, DemoOptions(days=30)).read_text())
     assert asked["stream"]["days"] == 30
+
+
+def test_the_timeline_marks_days_scored_with_labels_due_after_the_replay(default_config, tmp_path):
+    from datetime import date
+
+    from ctcd.demo import DayRecord
+    from ctcd.timeline import write_timeline
+
+    records = [
+        DayRecord(day=21, date=date(2026, 1, 21), batch="validated", live_accuracy=0.46),
+        DayRecord(
+            day=22, date=date(2026, 1, 22), batch="validated", live_accuracy=0.97, accuracy_after_replay=True
+        ),
+    ]
+    out = write_timeline(records, default_config, tmp_path)
+    assert out["png"].stat().st_size > 10_000
+    html = out["html"].read_text(encoding="utf-8")
+    assert "0.970 (labels due after the replay)" in html and "<td>0.460</td>" in html

@@ -225,6 +225,27 @@ def test_malformed_input_answers_4xx_and_the_server_keeps_answering(served):
     assert httpx.get(f"{handle.url}/model").json()["worker_pid"] == before
 
 
+def test_a_request_refused_for_invalid_input_is_one_warning_line_in_the_server_log(served):
+    import time
+
+    cfg, _, _, handle = served
+    rows = json_rows(cfg, make_rows(cfg, 50, seed=6))
+    for row in rows:
+        row[cfg.dataset.numerical_features[0]] = "not a number"
+    response = httpx.post(f"{handle.url}/predict_batch", json={"rows": rows}, headers=AUTH, timeout=60)
+    assert response.status_code == 400
+    wanted = "/predict_batch [POST]: 400, 50 validation error(s), first rows.0."
+    deadline = time.monotonic() + 10
+    while wanted not in handle.log_path.read_text(encoding="utf-8") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = handle.log_path.read_text(encoding="utf-8")
+    assert wanted in log, log[-2000:]
+    lines = log.splitlines()
+    at = next(i for i, line in enumerate(lines) if wanted in line)
+    assert "[WARNING]" in lines[at]
+    assert at + 1 == len(lines) or not lines[at + 1].startswith("Traceback"), "no traceback follows it"
+
+
 def test_admin_reload_needs_the_api_key(served):
     _, _, ref, handle = served
     refused = httpx.post(f"{handle.url}/admin/reload", json={"version": ref.version})
