@@ -371,18 +371,8 @@ def train_and_gate(
         kind = "champion"
         reference_proba = positive_proba(champion.model, X_test)
     t3 = time.perf_counter()
-    decision = model_gate.decide(
-        cfg,
-        split.test,
-        y,
-        proba,
-        reference_proba,
-        report.metrics,
-        evaluation.classification_metrics(y, reference_proba),
-        kind,
-        candidate_version=version,
-        reference_version=champion.version if champion else None,
-        holdout_batches=report.batches,
+    decision = model_gate.decide_on_holdout(
+        cfg, split.test, proba, reference_proba, report, kind, version, champion.version if champion else None
     )
     t4 = time.perf_counter()
     # Re-check the gate's verdict from the raw probabilities rather than trusting its record.

@@ -90,13 +90,13 @@ def ctcd_pipeline(
             else:
                 report.monitoring = monitoring_flow(config_path, today=today)
 
-        logger.info(report.summary())
-        create_markdown_artifact(
-            key="ctcd-pipeline",
-            markdown=f"## CT/CD cycle {today or ''}\n\n{report.summary()}\n",
-            description=report.summary()[:500],
-        )
-        return report
+    logger.info(report.summary())
+    create_markdown_artifact(
+        key="ctcd-pipeline",
+        markdown=f"## CT/CD cycle {today or ''}\n\n{report.summary()}\n",
+        description=report.summary()[:500],
+    )
+    return report
 
 
 @contextmanager

@@ -249,19 +249,8 @@ def gate(
     reference_version: str | None,
 ) -> model_gate.GateDecision:
     """The blessing of the candidate against the champion (or the baseline for the first model)."""
-    y = target_vector(split.test, cfg.dataset).to_numpy()
-    return model_gate.decide(
-        cfg,
-        split.test,
-        y,
-        proba,
-        reference_proba,
-        report.metrics,
-        evaluation.classification_metrics(y, reference_proba),
-        reference_kind,
-        candidate_version=candidate.version,
-        reference_version=reference_version,
-        holdout_batches=report.batches,
+    return model_gate.decide_on_holdout(
+        cfg, split.test, proba, reference_proba, report, reference_kind, candidate.version, reference_version
     )
 
 

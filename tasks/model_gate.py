@@ -18,7 +18,15 @@ import pandas as pd
 from pydantic import BaseModel
 
 from ctcd.config import CtcdConfig, ModelGateConfig
-from tasks.evaluation import GREATER_IS_BETTER, metric_value, metric_values, slice_keys
+from tasks.evaluation import (
+    GREATER_IS_BETTER,
+    EvaluationReport,
+    classification_metrics,
+    metric_value,
+    metric_values,
+    slice_keys,
+)
+from tasks.model import target_vector
 
 ReferenceKind = Literal["champion", "baseline"]
 _CHUNK = 50  # bootstrap samples scored at once (bounds memory: chunk x holdout rows floats)
@@ -191,6 +199,34 @@ def slice_results(
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def decide_on_holdout(
+    cfg: CtcdConfig,
+    test: pd.DataFrame,
+    candidate_proba: np.ndarray,
+    reference_proba: np.ndarray,
+    report: EvaluationReport,
+    reference_kind: ReferenceKind,
+    candidate_version: str | None = None,
+    reference_version: str | None = None,
+) -> GateDecision:
+    """`decide` on a holdout frame: its labels, the candidate's evaluation report and the reference's
+    probabilities (the training flow and the CT benchmark both judge this way)."""
+    y = target_vector(test, cfg.dataset).to_numpy()
+    return decide(
+        cfg,
+        test,
+        y,
+        candidate_proba,
+        reference_proba,
+        report.metrics,
+        classification_metrics(y, reference_proba),
+        reference_kind,
+        candidate_version=candidate_version,
+        reference_version=reference_version,
+        holdout_batches=report.batches,
+    )
 
 
 def decide(

@@ -32,7 +32,7 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ctcd import registry, settings
 from ctcd.config import CtcdConfig, load_config
@@ -57,10 +57,9 @@ class OneLineValidationErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        errors = getattr(exc, "errors", None)
-        if exc is None or type(exc).__name__ != "ValidationError" or not callable(errors):
+        if not isinstance(exc, ValidationError):
             return True
-        found = errors(include_context=False, include_input=False)
+        found = exc.errors(include_context=False, include_input=False)
         first = found[0] if found else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
         record.msg = f"{record.getMessage()}: 400, {len(found)} validation error(s), first {where}: "
