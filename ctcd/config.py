@@ -34,7 +34,9 @@ class DatasetConfig(_Strict):
     numerical_features: list[str] = Field(default_factory=list)
     categorical_features: list[str] = Field(default_factory=list)
     positive_label: int = 1
-    label_delay_days: int = Field(default=1, ge=0)
+    label_delay_batches: int = Field(
+        default=1, ge=0, description="batches after its own that a batch's labels arrive (monitoring)"
+    )
     slice_columns: list[str] = Field(default_factory=list)
     file_format: Literal["parquet", "csv"] = "parquet"
 
@@ -148,7 +150,7 @@ class ModelConfig(_Strict):
 class TrainingConfig(_Strict):
     """Which data a training run uses, and where it runs."""
 
-    window_days: int = Field(default=7, ge=1)
+    window_batches: int = Field(default=7, ge=1, description="latest labelled batches trained on")
     validation_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     seed: int = 42
@@ -214,17 +216,17 @@ class DriftPolicyConfig(_Strict):
     prior_shift_threshold: float = Field(default=0.1, gt=0, description="absolute change of positive rate")
     accuracy_drop: float = Field(default=0.05, gt=0, description="drop vs. the champion's evaluation")
     min_labelled_rows: int = Field(default=500, ge=1)
-    cooldown_days: int = Field(default=2, ge=0)
+    cooldown_batches: int = Field(default=2, ge=0, description="batches after a retraining before the next")
     max_retries_per_episode: int = Field(
         default=2,
         ge=0,
         description="retries after the gate rejected a drift episode's retraining, each after the cool-down",
     )
-    window_days: int = Field(default=1, ge=1, description="days of live data compared with the reference")
-    covariate_persistence_days: int = Field(
+    window_batches: int = Field(default=1, ge=1, description="latest batches compared with the reference")
+    covariate_persistence_batches: int = Field(
         default=1,
         ge=1,
-        description="days in a row a covariate shift must fire before it alone retrains (1: at once)",
+        description="batches in a row a covariate shift must fire before it alone retrains (1: at once)",
     )
     retrain_on: list[Literal["covariate_shift", "prediction_drift", "prior_shift", "performance"]] = Field(
         default_factory=lambda: ["performance", "prior_shift", "covariate_shift"]
@@ -331,6 +333,26 @@ class CtcdConfig(_Strict):
         return self.tracking.experiment or self.dataset.name
 
 
+# Windows count batches (ctcd/cadence.py), not days: the old keys fail with their new name.
+RENAMED_KEYS = {
+    ("dataset", "label_delay_days"): "label_delay_batches",
+    ("training", "window_days"): "window_batches",
+    ("drift", "window_days"): "window_batches",
+    ("drift", "cooldown_days"): "cooldown_batches",
+    ("drift", "covariate_persistence_days"): "covariate_persistence_batches",
+}
+
+
+def _renamed_key(path: Path, raw: dict) -> str | None:
+    for (section, old), new in RENAMED_KEYS.items():
+        if isinstance(raw.get(section), dict) and old in raw[section]:
+            return (
+                f"{path}: {section}.{old} is now {section}.{new}: windows count batches "
+                "(for daily batches the same number)"
+            )
+    return None
+
+
 def _format_error(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
@@ -358,6 +380,9 @@ def load_config(path: Path | str | None = None) -> CtcdConfig:
         raise ConfigError(f"{cfg_path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
+    renamed = _renamed_key(cfg_path, raw)
+    if renamed:
+        raise ConfigError(renamed)
     base = cfg_path.resolve().parent
     suite = raw.get("gates", {}).get("data", {}).get("suite") if isinstance(raw.get("gates"), dict) else None
     try:

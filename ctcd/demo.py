@@ -130,15 +130,16 @@ def write_demo_config(cfg: CtcdConfig, ws: Workspace, options: DemoOptions) -> P
 def default_days(cfg: CtcdConfig) -> int:
     """The demo's default length: through the first day served by the model retrained after the last drift.
 
-    The last drift's labels arrive `label_delay_days` after its onset, the drift-triggered retraining runs
-    that day and its model serves from the next: onset + label delay + 1 (day 22 of the default scenario),
-    never past the stream's own `days` (`--days` replays more, up to the whole month).
+    The last drift's labels arrive `label_delay_batches` days after its onset (the stream's batches are
+    days), the drift-triggered retraining runs that day and its model serves from the next: onset + label
+    delay + 1 (day 22 of the default scenario), never past the stream's own `days` (`--days` replays more,
+    up to the whole month).
     """
     assert cfg.stream is not None
     onsets = [e.day for e in cfg.stream.events if e.kind != "corrupt_batch"]
     if not onsets:
         return cfg.stream.days
-    return min(cfg.stream.days, max(onsets) + cfg.dataset.label_delay_days + 1)
+    return min(cfg.stream.days, max(onsets) + cfg.dataset.label_delay_batches + 1)
 
 
 def _bootstrap_suite(cfg: CtcdConfig, raw: dict[str, Any], ws: Workspace) -> Path:
@@ -364,7 +365,7 @@ def _replay(
         rec.trainings = trainings_since(cfg, ws, day_started)
         champion = registry.champion(cfg, ws)
         rec.champion = champion.version if champion else None
-        previous_day = entry.date - timedelta(days=cfg.dataset.label_delay_days)
+        previous_day = entry.date - timedelta(days=cfg.dataset.label_delay_batches)
         for earlier in records:
             if earlier.date == previous_day:
                 earlier.live_accuracy = live_accuracy(cfg, ws, previous_day)

@@ -1,6 +1,11 @@
 """Monitoring flow: logged predictions (and arrived labels) vs the champion's reference -> signals ->
 retraining policy -> a Prefect event that triggers the training deployment.
 
+Monitoring looks at batches, whatever their cadence (ctcd/cadence.py): each logged prediction belongs to
+the batch its `served_at` falls in (a replay sets the date with `as_of`); the current window is the last
+`drift.window_batches` batches, ending with the current batch (by default the latest one with predictions),
+and the labelled look-back reaches back far enough for labels `dataset.label_delay_batches` late.
+
 It also keeps the reports people look at: the Evidently HTML report in the workspace (with a retention
 limit), its JSON summary logged to MLflow against the champion's version, and a Prefect markdown
 artifact with the verdict table and the report's link. The policy's memory is an append-only decision
@@ -11,8 +16,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +28,14 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from ctcd import drift_report, events
+from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig, load_config
-from ctcd.errors import WorkFailed
+from ctcd.errors import UsageError, WorkFailed
 from ctcd.workspace import Workspace
 from tasks.drift import (
-    DAY,
+    BATCH,
     PROBABILITY,
+    SERVED_AT,
     MonitoringSignals,
     compute_signals,
     drift_methods,
@@ -44,9 +51,24 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class MonitoringInputs:
-    """What one monitoring run looks at, already loaded."""
+class Windows:
+    """The batches one monitoring run looks at, oldest first, both ending with the current batch."""
 
+    current: list[str]
+    lookback: list[str] = field(default_factory=list)
+
+    @property
+    def batch(self) -> str:
+        """The current (monitored) batch."""
+        return self.current[-1]
+
+
+@dataclass(frozen=True)
+class MonitoringInputs:
+    """What one monitoring run looks at, already loaded (predictions carry their batch in `BATCH`)."""
+
+    timeline: Timeline
+    windows: Windows
     champion_version: str
     reference: pd.DataFrame
     baseline: dict[str, float]
@@ -57,7 +79,7 @@ class MonitoringInputs:
 class MonitoringOutcome(BaseModel):
     """The result of one monitoring run, as printed by `ctcd monitor --json`."""
 
-    today: date
+    batch: str
     model: str
     champion_version: str
     signals: MonitoringSignals
@@ -71,25 +93,79 @@ class MonitoringOutcome(BaseModel):
         return self.model_dump(mode="json", exclude={"report"})
 
 
-def windows(cfg: CtcdConfig, today: date) -> tuple[tuple[date, date], date]:
-    """The current window (inclusive dates, ending today) and the first day of the labelled lookback."""
-    current = (today - timedelta(days=cfg.drift.window_days - 1), today)
-    lookback = max(cfg.training.window_days, cfg.drift.window_days + cfg.dataset.label_delay_days)
-    return current, today - timedelta(days=lookback - 1)
+def windows(cfg: CtcdConfig, timeline: Timeline, batch: str) -> Windows:
+    """The current window (the last `drift.window_batches` batches) and the labelled look-back (as many as
+    a training window, and at least the current window plus the label delay), both ending with `batch`."""
+    lookback = max(cfg.training.window_batches, cfg.drift.window_batches + cfg.dataset.label_delay_batches)
+    return Windows(timeline.last(batch, cfg.drift.window_batches), timeline.last(batch, lookback))
 
 
-def read_labels(cfg: CtcdConfig, ws: Workspace, since: date) -> pd.DataFrame:
-    """Arrived labels (id, target); files named by a date before `since` are skipped."""
+def with_batches(predictions: pd.DataFrame, timeline: Timeline) -> pd.DataFrame:
+    """The predictions with the batch each was served in (`BATCH`); rows before the first batch dropped."""
+    if predictions.empty:
+        return predictions.assign(**{BATCH: pd.Series(dtype="object")})
+    out = predictions.assign(**{BATCH: timeline.keys(predictions[SERVED_AT])})
+    return out[out[BATCH].notna()].reset_index(drop=True)
+
+
+def read_window(ws: Workspace, timeline: Timeline, batches: list[str]) -> pd.DataFrame:
+    """The logged predictions served in `batches` (oldest first), with their batch in `BATCH`."""
+    from ctcd.prediction_log import read_predictions
+
+    first, last = timeline.days(batches[0], batches[-1])
+    predictions = with_batches(read_predictions(ws, start=first, end=last), timeline)
+    return predictions[predictions[BATCH].isin(batches)].reset_index(drop=True)
+
+
+def current_batch(ws: Workspace, timeline: Timeline, batch: str | None = None) -> str:
+    """The batch to monitor: the one `batch` names (a batch id, or a date or time inside it), or else the
+    latest batch with logged predictions."""
+    from ctcd.prediction_log import PARTITION_PREFIX, read_predictions
+
+    if batch:
+        found = timeline.resolve(batch)
+        if found is None:
+            raise UsageError(
+                f"{batch!r} names no batch: give a batch id (2026-01-08, 2026-W03, 2008-05) or a date in one"
+            )
+        return found
+    days = sorted(p.name[len(PARTITION_PREFIX) :] for p in ws.predictions.glob(f"{PARTITION_PREFIX}*"))
+    for day in reversed(days):
+        served = read_predictions(ws, start=day, end=day)
+        if not served.empty:
+            latest = pd.to_datetime(served[SERVED_AT], utc=True).max().tz_convert(None).to_pydatetime()
+            found = timeline.batch_at(latest)
+            if found is not None:
+                return found
+    raise WorkFailed(
+        f"no predictions were logged under {ws.predictions}: "
+        "serve traffic (or replay the demo) before monitoring"
+    )
+
+
+def monitored_batch(cfg: CtcdConfig, ws: Workspace, batch: str | None = None) -> str | None:
+    """The batch a monitoring run of `batch` would look at, when it holds predictions (None: nothing to
+    monitor)."""
+    timeline = workspace_timeline(cfg, ws)
+    try:
+        current = current_batch(ws, timeline, batch)
+    except (UsageError, WorkFailed):
+        return None
+    return None if read_window(ws, timeline, [current]).empty else current
+
+
+def read_labels(cfg: CtcdConfig, ws: Workspace, timeline: Timeline, since: str | None = None) -> pd.DataFrame:
+    """Arrived labels (id, target); files of batches before `since` are skipped (ids that are not times are
+    always read)."""
     ds = cfg.dataset
+    first = timeline.position(since) if since else None
     frames = []
     for path in sorted(ws.labels.glob("*")):
         if path.suffix not in (".parquet", ".csv") or path.name.startswith("."):
             continue
-        try:
-            if date.fromisoformat(path.stem) < since:
-                continue
-        except ValueError:
-            pass  # not a dated batch id: always read
+        position = timeline.position(path.stem)
+        if first is not None and position is not None and position < first:
+            continue
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         frames.append(frame[[ds.id_column, ds.target]])
     if not frames:
@@ -98,52 +174,53 @@ def read_labels(cfg: CtcdConfig, ws: Workspace, since: date) -> pd.DataFrame:
 
 
 @task(name="load-monitoring-inputs", cache_policy=NO_CACHE)
-def load_inputs(cfg: CtcdConfig, ws: Workspace, champ: ModelRef, today: date) -> MonitoringInputs:
+def load_inputs(
+    cfg: CtcdConfig, ws: Workspace, champ: ModelRef, timeline: Timeline, batch: str
+) -> MonitoringInputs:
     """The champion's reference and evaluation, the logged predictions and the arrived labels."""
     from ctcd import registry
-    from ctcd.prediction_log import read_predictions
 
     evaluation = registry.load_evaluation(cfg, ws, champ)
-    (start, end), since = windows(cfg, today)
-    predictions = read_predictions(ws, start=since, end=end)
-    if current_window(predictions, start, end).empty:
+    window = windows(cfg, timeline, batch)
+    predictions = read_window(ws, timeline, window.lookback)
+    if current_window(predictions, window.current).empty:
+        span = window.current[0] if len(window.current) == 1 else f"{window.current[0]} .. {batch}"
         raise WorkFailed(
-            f"no predictions were logged between {start} and {end} under {ws.predictions}: "
+            f"no predictions were logged in batch {span} under {ws.predictions}: "
             "serve traffic (or replay the demo) before monitoring"
         )
     return MonitoringInputs(
+        timeline=timeline,
+        windows=window,
         champion_version=champ.version,
         reference=registry.load_reference(cfg, ws, champ),
         baseline={k: v for k, v in evaluation.get("metrics", {}).items() if isinstance(v, int | float)},
         predictions=predictions,
-        labels=read_labels(cfg, ws, since - timedelta(days=cfg.dataset.label_delay_days)),
+        labels=read_labels(cfg, ws, timeline, window.lookback[0]),
     )
 
 
 @task(name="compute-signals", cache_policy=NO_CACHE)
-def signals_of(
-    cfg: CtcdConfig, inputs: MonitoringInputs, today: date
-) -> tuple[MonitoringSignals, pd.DataFrame]:
+def signals_of(cfg: CtcdConfig, inputs: MonitoringInputs) -> tuple[MonitoringSignals, pd.DataFrame]:
     """The window's signals, and the labelled predictions they were computed on."""
-    (start, end), _ = windows(cfg, today)
+    current = inputs.windows.current
     labelled = join_labels(inputs.predictions, inputs.labels, cfg.dataset)
     signals = compute_signals(
         inputs.reference,
-        current_window(inputs.predictions, start, end),
+        current_window(inputs.predictions, current),
         labelled,
         inputs.baseline,
         cfg.dataset,
         cfg.drift,
-        (start, end),
+        (current[0], current[-1]),
         model_version=inputs.champion_version,
     )
     return signals, labelled
 
 
-def current_window(predictions: pd.DataFrame, start: date, end: date) -> pd.DataFrame:
-    """The predictions served between `start` and `end` (UTC dates, inclusive)."""
-    served = pd.to_datetime(predictions["served_at"], utc=True).dt.date
-    return predictions[(served >= start) & (served <= end)]
+def current_window(predictions: pd.DataFrame, batches: list[str]) -> pd.DataFrame:
+    """The predictions served in `batches` (by their `BATCH`)."""
+    return predictions[predictions[BATCH].isin(batches)]
 
 
 def decision_log(ws: Workspace) -> Path:
@@ -151,8 +228,8 @@ def decision_log(ws: Workspace) -> Path:
     return ws.audit / "monitoring.jsonl"
 
 
-def read_state(ws: Workspace, today: date) -> PolicyState:
-    """The policy state after the latest logged run on or before `today` (a replay may restart earlier)."""
+def read_state(ws: Workspace, timeline: Timeline, batch: str) -> PolicyState:
+    """The policy state after the latest logged run of `batch` or before (a replay may restart earlier)."""
     path = decision_log(ws)
     if not path.exists():
         return PolicyState()
@@ -161,7 +238,8 @@ def read_state(ws: Workspace, today: date) -> PolicyState:
         if not line.strip():
             continue
         entry = json.loads(line)
-        if date.fromisoformat(entry["today"]) <= today:
+        logged = str(entry.get("batch", entry.get("today")))  # `today`: logs written before batches
+        if (timeline.batches_between(logged, batch) or 0) >= 0:
             state = PolicyState.model_validate(entry["state"])
     return state
 
@@ -170,13 +248,13 @@ def append_decision(ws: Workspace, outcome: MonitoringOutcome, state: PolicyStat
     """Append one run's decision and the policy's new state to the decision log."""
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "today": outcome.today.isoformat(),
+        "batch": outcome.batch,
         "model": outcome.model,
         "champion_version": outcome.champion_version,
         "action": outcome.decision.action,
         "reason": outcome.decision.reason,
         "fired": outcome.decision.fired,
-        "window_start": outcome.decision.window_start.isoformat() if outcome.decision.window_start else None,
+        "window_start": outcome.decision.window_start,
         "report": outcome.report,
         "event_id": outcome.event_id,
         "state": state.model_dump(mode="json"),
@@ -189,7 +267,7 @@ def append_decision(ws: Workspace, outcome: MonitoringOutcome, state: PolicyStat
 def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool | None:
     """Whether the open episode's latest retraining was promoted, read from the registry (None: not known).
 
-    Matched by the monitoring day its drift event carried (`ctcd.trigger`), not by wall-clock time: the
+    Matched by the monitored batch its drift event carried (`ctcd.trigger`), not by wall-clock time: the
     demo replays simulated days with an accelerated clock.
     """
     from ctcd import registry
@@ -206,11 +284,18 @@ def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool 
     return training_outcome(found, champions, episode.retrained_on)
 
 
-def new_labelled_rows(labelled: pd.DataFrame, state: PolicyState) -> int:
-    """Labelled predictions served since the last retraining (all of the lookback if there was none)."""
+def new_labelled_rows(labelled: pd.DataFrame, state: PolicyState, timeline: Timeline | None = None) -> int:
+    """Labelled predictions served in the batch of the last retraining or later (all of the lookback if
+    there was none)."""
+    timeline = timeline or Timeline()
     if state.last_retrain is None or labelled.empty:
         return len(labelled)
-    return int((labelled[DAY] >= state.last_retrain).sum())
+    since = timeline.position(state.last_retrain)
+    if since is None:
+        return len(labelled)
+    batches = labelled[BATCH].astype(str)
+    positions = {b: timeline.position(b) for b in batches.unique()}
+    return int(batches.map(lambda b: (positions[b] if positions[b] is not None else since) >= since).sum())
 
 
 def report_kept(cfg: CtcdConfig, decision: RetrainDecision) -> bool:
@@ -221,14 +306,11 @@ def report_kept(cfg: CtcdConfig, decision: RetrainDecision) -> bool:
 
 
 @task(name="evidently-report", cache_policy=NO_CACHE)
-def write_report(
-    cfg: CtcdConfig, ws: Workspace, inputs: MonitoringInputs, today: date
-) -> tuple[Path, dict[str, Any]]:
+def write_report(cfg: CtcdConfig, ws: Workspace, inputs: MonitoringInputs) -> tuple[Path, dict[str, Any]]:
     """Render the Evidently report of the current window into the workspace; return it and its summary."""
-    (start, end), _ = windows(cfg, today)
     snapshot = drift_report.build_report(
         inputs.reference,
-        current_window(inputs.predictions, start, end),
+        current_window(inputs.predictions, inputs.windows.current).drop(columns=[BATCH]),
         feature_kinds(cfg.dataset),
         drift_methods(cfg.drift),
         feature_thresholds(cfg.dataset, cfg.drift),
@@ -250,7 +332,7 @@ def drift_payload(outcome: MonitoringOutcome) -> dict[str, Any]:
     s, d = outcome.signals, outcome.decision
     evidence = {
         "event": "drift",
-        "today": outcome.today.isoformat(),
+        "batch": outcome.batch,
         "model": outcome.model,
         "champion_version": outcome.champion_version,
         "signals": d.triggering,
@@ -258,12 +340,12 @@ def drift_payload(outcome: MonitoringOutcome) -> dict[str, Any]:
         "drifted_columns": s.covariate_shift.drifted,
         "performance_drop": s.performance.accuracy_drop,
         "prior_shift": s.prior_shift.change,
-        "episode_started": d.episode_started.isoformat() if d.episode_started else None,
+        "episode_started": d.episode_started,
         "report": Path(outcome.report).as_uri() if outcome.report else None,
     }
     return {
         "reason": f"drift: {d.reason}",
-        "window_start": d.window_start.isoformat() if d.window_start else None,
+        "window_start": d.window_start,
         "trigger": evidence,
         **{k: v for k, v in evidence.items() if k != "event"},
     }
@@ -293,7 +375,7 @@ def verdict_markdown(outcome: MonitoringOutcome) -> str:
     """The Prefect artifact: the verdict, a table of signals and a link to the report."""
     s, d = outcome.signals, outcome.decision
     lines = [
-        f"# Monitoring {outcome.model} v{outcome.champion_version} on {outcome.today}",
+        f"# Monitoring {outcome.model} v{outcome.champion_version} on batch {outcome.batch}",
         "",
         f"**Decision: {d.action}** — {d.reason}",
         "",
@@ -303,7 +385,7 @@ def verdict_markdown(outcome: MonitoringOutcome) -> str:
     lines += [f"| {name} | {status} | {text} |" for name, status, text in verdict_rows(s)]
     lines += [
         "",
-        f"Window {s.window_start} .. {s.window_end}: {s.current_rows} predictions, "
+        f"Batches {s.window_start} .. {s.window_end}: {s.current_rows} predictions, "
         f"{s.reference_rows} reference rows.",
     ]
     if d.window_start:
@@ -344,27 +426,33 @@ def monitor_window(
     cfg: CtcdConfig,
     ws: Workspace,
     inputs: MonitoringInputs,
-    today: date,
     retrain_promoted: bool | None = None,
 ) -> MonitoringOutcome:
     """One monitoring run on loaded inputs: signals, policy, report, event, decision log, artifact.
 
     `retrain_promoted`: whether the open drift episode's retraining was promoted (`retrain_outcome`).
     """
-    signals, labelled = signals_of(cfg, inputs, today)
-    state = record_outcome(read_state(ws, today), retrain_promoted)
+    timeline, batch = inputs.timeline, inputs.windows.batch
+    signals, labelled = signals_of(cfg, inputs)
+    state = record_outcome(read_state(ws, timeline, batch), retrain_promoted)
     decision, new_state = decide(
-        signals, state, cfg.drift, today, new_labelled_rows(labelled, state), cfg.training.window_days
+        signals,
+        state,
+        cfg.drift,
+        batch,
+        new_labelled_rows(labelled, state, timeline),
+        cfg.training.window_batches,
+        timeline,
     )
     outcome = MonitoringOutcome(
-        today=today,
+        batch=batch,
         model=cfg.registered_model_name,
         champion_version=inputs.champion_version,
         signals=signals,
         decision=decision,
     )
     if report_kept(cfg, decision) and signals.current_rows > 0:
-        path, summary = write_report(cfg, ws, inputs, today)
+        path, summary = write_report(cfg, ws, inputs)
         outcome = outcome.model_copy(update={"report": str(path), "evidently_summary": summary})
     if decision.action == "retrain":
         event = task(events.emit_drift_event, name="emit-drift-event")(
@@ -387,7 +475,7 @@ def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> s
 
     d = outcome.decision
     tags = {
-        "ctcd.monitoring.today": outcome.today.isoformat(),
+        "ctcd.monitoring.batch": outcome.batch,
         "ctcd.monitoring.action": d.action,
         "ctcd.monitoring.reason": d.reason[:4900],
         "ctcd.monitoring.fired": ",".join(d.fired) or "-",
@@ -404,7 +492,7 @@ def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> s
             model_version=outcome.champion_version,
             tags=tags,
             artifacts={"monitoring": summary},
-            run_name=f"monitoring-{outcome.today.isoformat()}",
+            run_name=f"monitoring-{outcome.batch}",
         )
 
 
@@ -413,15 +501,19 @@ def _artifact_key(name: str) -> str:
 
 
 @flow(name="monitoring")
-def monitoring_flow(config_path: str | None = None, today: str | None = None) -> MonitoringOutcome:
-    """Compare the current window with the champion's reference and act on the retraining policy."""
+def monitoring_flow(config_path: str | None = None, batch: str | None = None) -> MonitoringOutcome:
+    """Compare the current window with the champion's reference and act on the retraining policy.
+
+    `batch`: the batch to monitor, by id or by a date or time inside it (default: the latest batch with
+    logged predictions)."""
     from ctcd import registry
 
     cfg = load_config(config_path)
     ws = Workspace.open()
-    day = date.fromisoformat(today) if today else datetime.now(UTC).date()
+    timeline = workspace_timeline(cfg, ws)
+    current = current_batch(ws, timeline, batch)
     champ = registry.require_champion(cfg, ws)
-    promoted = retrain_outcome(cfg, ws, read_state(ws, day))
-    outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, day), day, promoted)
+    promoted = retrain_outcome(cfg, ws, read_state(ws, timeline, current))
+    outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, timeline, current), promoted)
     log_summary(cfg, ws, outcome)
     return outcome

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -24,11 +23,10 @@ from pydantic import BaseModel
 
 from ctcd import registry
 from ctcd.config import load_config
-from ctcd.prediction_log import read_predictions
 from ctcd.workspace import Workspace
 from flows.delivery import DeliveryReport, delivery_flow
 from flows.ingest import IngestReport, ingest_flow
-from flows.monitoring import MonitoringOutcome, monitoring_flow
+from flows.monitoring import MonitoringOutcome, monitored_batch, monitoring_flow
 from flows.training import TrainingReport, training_flow, validated_files
 
 INITIAL_REASON = "initial: no champion yet"
@@ -84,11 +82,12 @@ def ctcd_pipeline(
                 report.delivery = delivery_flow(config_path, start_if_down=True)
 
         if monitor and reason is None and registry.champion(cfg, ws) is not None:
-            day = today or datetime.now(UTC).date().isoformat()
-            if read_predictions(ws, start=day, end=day).empty:
-                report.notes.append(f"monitoring skipped: no prediction was served on {day}")
+            if monitored_batch(cfg, ws, today) is None:
+                report.notes.append(
+                    f"monitoring skipped: no prediction was served in the batch of {today or 'now'}"
+                )
             else:
-                report.monitoring = monitoring_flow(config_path, today=today)
+                report.monitoring = monitoring_flow(config_path, batch=today)
 
     logger.info(report.summary())
     create_markdown_artifact(

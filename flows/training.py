@@ -88,7 +88,7 @@ def validated_files(ws: Workspace) -> list[BatchFile]:
 def select_window(cfg: CtcdConfig, ws: Workspace, window_start: str | None) -> list[BatchFile]:
     """The validated, labelled batches of the training window."""
     files = {f.batch_id: f for f in validated_files(ws)}
-    chosen = dataset.select_window(list(files), set(files), cfg.training.window_days, window_start)
+    chosen = dataset.select_window(list(files), set(files), cfg.training.window_batches, window_start)
     if not chosen:
         raise WorkFailed(
             f"no validated batch with arrived labels in {ws.validated}"
@@ -164,7 +164,7 @@ def _candidate_run(
         **(xgboost_params(cfg, best.params, result.device.device) if is_xgb else best.params),
         "device": result.device.device,
         "early_stopping_rounds": cfg.model.early_stopping_rounds if is_xgb else None,
-        "training.window_days": cfg.training.window_days,
+        "training.window_batches": cfg.training.window_batches,
         "training.seed": cfg.training.seed,
         "search.budget": len(result.candidates),
         "best_iteration": best.best_iteration,

@@ -10,10 +10,10 @@ import hashlib
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date
 
 import pandas as pd
 
+from ctcd import cadence
 from ctcd.config import DatasetConfig, TrainingConfig
 from ctcd.errors import WorkFailed
 
@@ -45,31 +45,17 @@ class Split:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
-def _as_date(value: str) -> date | None:
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        return None
-
-
-def _on_or_after(batch_id: str, start: str) -> bool:
-    b, s = _as_date(batch_id), _as_date(start)
-    if b is not None and s is not None:
-        return b >= s
-    return batch_id >= start
-
-
 def select_window(
     batch_ids: Sequence[str],
     labelled: Collection[str],
-    window_days: int,
+    window_batches: int,
     window_start: str | None = None,
 ) -> list[str]:
-    """The most recent `window_days` labelled batches (by id order), none before `window_start`."""
-    usable = sorted(b for b in set(batch_ids) if b in labelled)
+    """The most recent `window_batches` labelled batches (in time order), none before `window_start`."""
+    usable = cadence.ordered(b for b in set(batch_ids) if b in labelled)
     if window_start:
-        usable = [b for b in usable if _on_or_after(b, window_start)]
-    return usable[-window_days:]
+        usable = [b for b in usable if cadence.on_or_after(b, window_start)]
+    return usable[-window_batches:]
 
 
 def join_labels(features: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
@@ -96,14 +82,18 @@ def training_frame(batches: Sequence[BatchInput], dataset: DatasetConfig) -> pd.
     if dataset.timestamp_column:
         keep.insert(1, dataset.timestamp_column)
     parts = []
-    for b in sorted(batches, key=lambda b: b.batch_id):
+    position = {b: i for i, b in enumerate(cadence.ordered(b.batch_id for b in batches))}
+    for b in sorted(batches, key=lambda b: position[b.batch_id]):
         missing = [c for c in keep if c not in b.frame.columns]
         if missing:
             raise WorkFailed(f"batch {b.batch_id} has no column(s) {missing}: was it validated?")
         parts.append(b.frame[keep].assign(**{BATCH_COLUMN: b.batch_id}))
     frame = pd.concat(parts, ignore_index=True)
-    order = [BATCH_COLUMN] + ([dataset.timestamp_column] if dataset.timestamp_column else [])
-    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+    if dataset.timestamp_column:  # within a batch, by time (batches stay in time order)
+        order = frame[BATCH_COLUMN].map(position).rename("_order")
+        frame = frame.assign(_order=order).sort_values(["_order", dataset.timestamp_column], kind="stable")
+        frame = frame.drop(columns="_order")
+    return frame.reset_index(drop=True)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -123,7 +113,7 @@ def time_split(frame: pd.DataFrame, training: TrainingConfig) -> Split:
     if n_train < MIN_TRAIN_ROWS:
         raise WorkFailed(
             f"only {n} labelled rows are in the training window ({n_train} to train on, at least "
-            f"{MIN_TRAIN_ROWS} needed): wait for more labels or raise training.window_days"
+            f"{MIN_TRAIN_ROWS} needed): wait for more labels or raise training.window_batches"
         )
     return Split(
         train=frame.iloc[:n_train].reset_index(drop=True),

@@ -9,11 +9,10 @@ on arriving labels does, so the performance signal also estimates when the drop 
 
 from __future__ import annotations
 
-from datetime import date
-
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ctcd import cadence
 from ctcd.config import DatasetConfig, DriftPolicyConfig
 from ctcd.drift_report import ColumnDrift, ColumnKind, column_drift
 
@@ -21,7 +20,7 @@ PROBABILITY = "probability"
 PREDICTION = "prediction"
 SERVED_AT = "served_at"
 MODEL_VERSION = "model_version"
-DAY = "day"
+BATCH = "_ctcd_batch"  # the batch a prediction was served in (ctcd/cadence.py), added by monitoring
 SIGNALS = ("covariate_shift", "prediction_drift", "prior_shift", "performance")
 
 
@@ -61,10 +60,10 @@ class PriorShift(_Record):
     fired: bool = False
 
 
-class DailyScore(_Record):
-    """Accuracy of the served predictions of one day, on the rows whose labels have arrived."""
+class BatchScore(_Record):
+    """Accuracy of the served predictions of one batch, on the rows whose labels have arrived."""
 
-    day: date
+    batch: str
     rows: int
     accuracy: float
 
@@ -79,16 +78,16 @@ class Performance(_Record):
     accuracy_drop: float | None = None
     threshold: float
     fired: bool = False
-    onset: date | None = None
-    daily: list[DailyScore] = Field(default_factory=list)
+    onset: str | None = Field(default=None, description="the first batch of the accuracy drop")
+    batches: list[BatchScore] = Field(default_factory=list)
     note: str | None = None
 
 
 class MonitoringSignals(_Record):
     """Everything the retraining policy needs to know about one monitored window."""
 
-    window_start: date
-    window_end: date
+    window_start: str = Field(description="the first batch of the monitored window")
+    window_end: str = Field(description="its last batch (the current one)")
     reference_rows: int
     current_rows: int
     covariate_shift: CovariateShift
@@ -184,58 +183,62 @@ def prior_shift(
 
 
 def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
-    """The served predictions whose labels have arrived, joined by id, with the serving day in `day`."""
+    """The served predictions whose labels have arrived, joined by id, with their batch in `BATCH` (the
+    served date when the predictions carry no batch)."""
     key = dataset.id_column
     known = labels[[key, dataset.target]].dropna().drop_duplicates(subset=key, keep="last")
     served = predictions[predictions[key].notna()]
     if dataset.target in served:
         served = served.drop(columns=[dataset.target])
     joined = served.merge(known, on=key, how="inner")
-    joined[DAY] = pd.to_datetime(joined[SERVED_AT], utc=True).dt.date
+    if BATCH not in joined:
+        joined[BATCH] = pd.to_datetime(joined[SERVED_AT], utc=True).dt.strftime("%Y-%m-%d")
     return joined
 
 
-def daily_accuracy(labelled: pd.DataFrame, dataset: DatasetConfig) -> list[DailyScore]:
-    """Accuracy of each serving day of the labelled predictions, oldest first."""
+def batch_accuracy(labelled: pd.DataFrame, dataset: DatasetConfig) -> list[BatchScore]:
+    """Accuracy of each batch of the labelled predictions, oldest first."""
     if labelled.empty:
         return []
     correct = labelled[PREDICTION].astype(int) == labelled[dataset.target].astype(int)
-    by_day = correct.groupby(labelled[DAY]).agg(["size", "mean"])
+    by_batch = correct.groupby(labelled[BATCH].astype(str)).agg(["size", "mean"])
     return [
-        DailyScore(day=day, rows=int(row["size"]), accuracy=float(row["mean"]))
-        for day, row in by_day.iterrows()
+        BatchScore(
+            batch=batch, rows=int(by_batch.loc[batch, "size"]), accuracy=float(by_batch.loc[batch, "mean"])
+        )
+        for batch in cadence.ordered(by_batch.index)
     ]
 
 
-def latest_days(labelled: pd.DataFrame, days: int) -> pd.DataFrame:
-    """The labelled rows of the latest `days` serving days that have labels."""
+def latest_batches(labelled: pd.DataFrame, batches: int) -> pd.DataFrame:
+    """The labelled rows of the latest `batches` batches that have labels."""
     if labelled.empty:
         return labelled
-    kept = sorted(labelled[DAY].unique())[-days:]
-    return labelled[labelled[DAY].isin(kept)]
+    kept = cadence.ordered(labelled[BATCH].astype(str).unique())[-batches:]
+    return labelled[labelled[BATCH].astype(str).isin(kept)]
 
 
-def estimate_onset(daily: list[DailyScore], floor: float) -> date | None:
-    """The first day of the latest unbroken run of days whose accuracy is below `floor` (None if the last
-    day is above it): where a retraining window should restart after a concept drift."""
-    onset: date | None = None
-    for score in daily:
-        onset = (onset or score.day) if score.accuracy < floor else None
+def estimate_onset(scores: list[BatchScore], floor: float) -> str | None:
+    """The first batch of the latest unbroken run of batches whose accuracy is below `floor` (None if the
+    last batch is above it): where a retraining window should restart after a concept drift."""
+    onset: str | None = None
+    for score in scores:
+        onset = (onset or score.batch) if score.accuracy < floor else None
     return onset
 
 
 def performance(
     labelled: pd.DataFrame, baseline: dict[str, float], dataset: DatasetConfig, drift: DriftPolicyConfig
 ) -> Performance:
-    """Score the latest `window_days` labelled days against the champion's evaluation; fire on an accuracy
-    drop of at least `accuracy_drop`, and estimate the drop's onset from the daily accuracies."""
+    """Score the latest `window_batches` labelled batches against the champion's evaluation; fire on an
+    accuracy drop of at least `accuracy_drop`, and estimate the drop's onset from the batches' accuracies."""
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    daily = daily_accuracy(labelled, dataset)
+    scores = batch_accuracy(labelled, dataset)
     base = {k: float(v) for k, v in baseline.items() if isinstance(v, int | float)}
-    recent = latest_days(labelled, drift.window_days)
+    recent = latest_batches(labelled, drift.window_batches)
     rows = len(recent)
-    common = {"labelled_rows": rows, "baseline": base, "threshold": drift.accuracy_drop, "daily": daily}
+    common = {"labelled_rows": rows, "baseline": base, "threshold": drift.accuracy_drop, "batches": scores}
     if rows < drift.min_labelled_rows:
         return Performance(
             evaluated=False, note=f"{rows} labelled rows, need {drift.min_labelled_rows}", **common
@@ -254,7 +257,7 @@ def performance(
         metrics=metrics,
         accuracy_drop=drop,
         fired=fired,
-        onset=estimate_onset(daily, floor) if fired else None,
+        onset=estimate_onset(scores, floor) if fired else None,
         **common,
     )
 
@@ -266,22 +269,23 @@ def compute_signals(
     baseline: dict[str, float],
     dataset: DatasetConfig,
     drift: DriftPolicyConfig,
-    window: tuple[date, date],
+    window: tuple[str, str],
     model_version: str | None = None,
 ) -> MonitoringSignals:
     """All four signals of one window.
 
     `current`: the logged predictions of the window (features, probability, prediction);
     `labelled`: logged predictions joined with arrived labels (`join_labels`), over the lookback used to
-    date a performance drop; `baseline`: the champion's evaluation metrics at promotion. With
-    `model_version`, prediction drift and performance only look at the rows that version served.
+    date a performance drop; `window`: the first and last batch of `current`; `baseline`: the champion's
+    evaluation metrics at promotion. With `model_version`, prediction drift and performance only look at
+    the rows that version served.
     """
     if model_version is not None:
         current_model = current[current[MODEL_VERSION].astype(str) == model_version]
         labelled = labelled[labelled[MODEL_VERSION].astype(str) == model_version]
     else:
         current_model = current
-    recent = latest_days(labelled, drift.window_days)
+    recent = latest_batches(labelled, drift.window_batches)
     return MonitoringSignals(
         window_start=window[0],
         window_end=window[1],

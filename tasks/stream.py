@@ -8,7 +8,7 @@ draw) is resolved with array look-ups instead of a Python loop per value.
 
 The scenario (`stream.events`) then moves columns (covariate shift, before labelling), resamples classes
 (prior shift), switches the classification function (concept drift) and corrupts batches. Labels are kept
-in separate files keyed by id and arrive `dataset.label_delay_days` after their features.
+in separate files keyed by id and arrive `dataset.label_delay_batches` days (batches) after their features.
 
 The Agrawal attributes map onto the config's columns by position: `dataset.numerical_features` must be
 the 6 numeric attributes in the order of `AGRAWAL_NUMERIC`, `dataset.categorical_features` the 3 int-coded
@@ -638,7 +638,7 @@ def generate_stream(
             labels_file=f"labels/{batch.batch_id}.parquet",
             features_sha256=_sha256(features),
             labels_sha256=_sha256(labels),
-            label_arrives_on=batch.date + timedelta(days=cfg.dataset.label_delay_days),
+            label_arrives_on=batch.date + timedelta(days=cfg.dataset.label_delay_batches),
             events=batch.events,
         )
         _write_atomic(root / entry.features_file, features)
@@ -658,7 +658,7 @@ def generate_stream(
         perturbation=stream.perturbation,
         function=stream.function,
         start_date=stream.start_date,
-        label_delay_days=cfg.dataset.label_delay_days,
+        label_delay_days=cfg.dataset.label_delay_batches,
         batches=entries,
     )
     _write_atomic(root / "manifest.json", (manifest.model_dump_json(indent=2) + "\n").encode())

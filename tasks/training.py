@@ -125,7 +125,7 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
     X_train, y_train = features_frame(split.train, ds), target_vector(split.train, ds)
     X_val, y_val = features_frame(split.validation, ds), target_vector(split.validation, ds)
     if y_train.nunique() < 2:
-        raise WorkFailed("the training rows hold one class only: widen training.window_days")
+        raise WorkFailed("the training rows hold one class only: widen training.window_batches")
     kind = candidate_kind(cfg)
     start = time.perf_counter()
     if kind == "xgboost":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from pathlib import Path
 
 import typer
@@ -10,43 +9,34 @@ import typer
 from ctcd.commands import options
 
 
-def _parse_day(value: str | None) -> date | None:
-    from ctcd.errors import UsageError
-
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError as exc:
-        raise UsageError(f"--today expects a date as YYYY-MM-DD, got {value!r}") from exc
-
-
 def monitor(
     as_json: bool = options.JsonOption,
-    today: str | None = typer.Option(
+    batch: str | None = typer.Option(
         None,
+        "--batch",
         "--today",
-        help="Monitor as of this date, YYYY-MM-DD (default: today, UTC); replays simulated days.",
+        help="Monitor this batch: its id (2026-01-08, 2026-W03, 2008-05) or a date or time inside it "
+        "(default: the latest batch with logged predictions); replays simulated batches.",
     ),
     config: Path | None = options.ConfigOption,
 ) -> None:
     """Run the monitoring flow once and print the verdict: retrain, alert or none.
 
-    Compares the current window of logged predictions (and arrived labels) with the champion's reference.
+    Compares the current window of logged predictions (the last `drift.window_batches` batches, and the
+    labels arrived for the look-back) with the champion's reference.
 
     Keeps the Evidently report under $CTCD_HOME/reports; on `retrain` emits the drift event that triggers
     the training deployment.
     """
-    day = _parse_day(today)
     cfg, _ = options.load(config)
     from flows.monitoring import monitoring_flow, verdict_rows
 
-    outcome = monitoring_flow(str(cfg.source) if cfg.source else None, day.isoformat() if day else None)
+    outcome = monitoring_flow(str(cfg.source) if cfg.source else None, batch)
     if as_json:
         typer.echo(outcome.model_dump_json(indent=2))
         return
     d = outcome.decision
-    typer.echo(f"{outcome.model} v{outcome.champion_version} on {outcome.today}: {d.action.upper()}")
+    typer.echo(f"{outcome.model} v{outcome.champion_version} on batch {outcome.batch}: {d.action.upper()}")
     for name, status, text in verdict_rows(outcome.signals):
         typer.echo(f"  {name:<17} {status:<14} {text}")
     typer.echo(f"reason: {d.reason}")

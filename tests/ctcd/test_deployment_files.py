@@ -53,7 +53,7 @@ def test_every_entrypoint_resolves_to_a_flow_with_the_documented_parameters() ->
 
     expected = {
         "ingest-validate": ("ingest_flow", {"config_path", "through"}),
-        "drift-watch": ("monitoring_flow", {"config_path", "today"}),
+        "drift-watch": ("monitoring_flow", {"config_path", "batch"}),
         "retrain": ("ctcd_pipeline", {"config_path", "reason", "window_start", "trigger", "monitor"}),
         "deliver": ("delivery_flow", {"config_path", "version"}),
     }

@@ -51,7 +51,7 @@ def {function}(config_path: str | None = None, {parameters}) -> None:
 '''
 STANDIN_FLOWS = {
     "ingest": ("ingest_flow", "through: str | None = None"),
-    "monitoring": ("monitoring_flow", "today: str | None = None"),
+    "monitoring": ("monitoring_flow", "batch: str | None = None"),
     "pipeline": (
         "ctcd_pipeline",
         "reason: str | None = None, window_start: str | None = None, trigger: dict | None = None, "

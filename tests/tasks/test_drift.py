@@ -10,12 +10,12 @@ import pytest
 
 from ctcd.config import DatasetConfig, DriftPolicyConfig
 from tasks.drift import (
-    DailyScore,
+    BatchScore,
+    batch_accuracy,
     compute_signals,
-    daily_accuracy,
     estimate_onset,
     join_labels,
-    latest_days,
+    latest_batches,
     performance,
 )
 
@@ -27,7 +27,7 @@ DATASET = DatasetConfig(
     numerical_features=["x1", "x2", "noise"],
     categorical_features=["colour"],
 )
-POLICY = DriftPolicyConfig(min_labelled_rows=300, window_days=1)
+POLICY = DriftPolicyConfig(min_labelled_rows=300, window_batches=1)
 TODAY = date(2026, 3, 10)
 BASELINE = {"accuracy": 0.95, "roc_auc": 0.99}
 
@@ -86,7 +86,7 @@ def signals_for(reference: pd.DataFrame, days: list[pd.DataFrame]):
     current = predictions[pd.to_datetime(predictions["served_at"]).dt.date == TODAY]
     labelled = join_labels(predictions, labels, DATASET)
     return compute_signals(
-        reference, current, labelled, BASELINE, DATASET, POLICY, (TODAY, TODAY), model_version="3"
+        reference, current, labelled, BASELINE, DATASET, POLICY, (str(TODAY), str(TODAY)), model_version="3"
     )
 
 
@@ -126,9 +126,9 @@ def test_concept_drift_is_seen_only_by_performance(reference):
     assert s.covariate_shift.drifted == []
     assert s.fired == ["performance"]
     assert s.performance.accuracy_drop > 0.3
-    assert s.performance.labelled_rows == 2000  # only the latest `window_days` labelled day is scored
+    assert s.performance.labelled_rows == 2000  # only the latest `window_batches` labelled batch is scored
     # The drop began on the first of the two drifted days: the retraining window restarts there.
-    assert s.performance.onset == TODAY - timedelta(days=1)
+    assert s.performance.onset == (TODAY - timedelta(days=1)).isoformat()
 
 
 def test_labels_below_the_minimum_are_not_evaluated(reference):
@@ -146,23 +146,23 @@ def test_performance_only_counts_the_champions_rows(reference):
 
 
 def test_estimate_onset_takes_the_latest_unbroken_run():
-    d = [TODAY + timedelta(days=i) for i in range(5)]
+    d = [(TODAY + timedelta(days=i)).isoformat() for i in range(5)]
     scores = [0.95, 0.5, 0.96, 0.6, 0.55]
-    daily = [DailyScore(day=day, rows=100, accuracy=a) for day, a in zip(d, scores, strict=True)]
+    daily = [BatchScore(batch=day, rows=100, accuracy=a) for day, a in zip(d, scores, strict=True)]
     assert estimate_onset(daily, 0.9) == d[3]
     assert estimate_onset(daily[:3], 0.9) is None
     assert estimate_onset([], 0.9) is None
 
 
-def test_daily_accuracy_and_latest_days():
+def test_batch_accuracy_and_latest_batches():
     rows = pd.concat(
         [make_rows(400, seed=8, day=TODAY - timedelta(days=1)), make_rows(400, seed=9, concept=True)]
     )
     labelled = join_labels(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
-    daily = daily_accuracy(labelled, DATASET)
-    assert [s.day for s in daily] == [TODAY - timedelta(days=1), TODAY]
+    daily = batch_accuracy(labelled, DATASET)  # without a batch column: the served date
+    assert [s.batch for s in daily] == [(TODAY - timedelta(days=1)).isoformat(), TODAY.isoformat()]
     assert daily[0].accuracy > 0.9 > daily[1].accuracy
-    assert len(latest_days(labelled, 1)) == 400
+    assert len(latest_batches(labelled, 1)) == 400
 
 
 def test_performance_without_baseline_accuracy_is_not_evaluated():

@@ -12,16 +12,24 @@ from ctcd.drift_report import ColumnDrift
 from tasks.drift import CovariateShift, MonitoringSignals, Performance, PredictionDrift, PriorShift
 from tasks.policy import Episode, PolicyState, decide, record_outcome, training_outcome
 
-DAY1 = date(2026, 1, 1)
-POLICY = DriftPolicyConfig(cooldown_days=2, min_labelled_rows=500)
+START = date(2026, 1, 1)
+POLICY = DriftPolicyConfig(cooldown_batches=2, min_labelled_rows=500)
 ENOUGH = 2000
 
 
-def day(n: int) -> date:
-    return DAY1 + timedelta(days=n - 1)
+def day(n: int) -> str:
+    """The id of the daily batch of day n."""
+    return (START + timedelta(days=n - 1)).isoformat()
 
 
-def signals(*fired: str, onset: date | None = None) -> MonitoringSignals:
+def num(batch: str) -> int:
+    return date.fromisoformat(batch).day
+
+
+DAY1 = day(1)
+
+
+def signals(*fired: str, onset: str | None = None) -> MonitoringSignals:
     """A window in which exactly the named signals fired."""
     drifted = ["salary"] if "covariate_shift" in fired else []
     return MonitoringSignals(
@@ -72,7 +80,7 @@ def run(
     policy: DriftPolicyConfig = POLICY,
     onset=None,
     promoted: bool | None = None,
-    onsets: dict[int, date] | None = None,
+    onsets: dict[int, str] | None = None,
 ):
     """Replay days 1..last through the policy, carrying the state; return the decisions.
 
@@ -159,7 +167,7 @@ def test_cool_down_delays_the_next_episode_until_it_ends():
 
 
 def test_zero_cool_down_still_deduplicates():
-    policy = POLICY.model_copy(update={"cooldown_days": 0})
+    policy = POLICY.model_copy(update={"cooldown_batches": 0})
     decisions, _ = run({n: ("prior_shift",) for n in range(1, 5)}, last=4, policy=policy)
     assert [d.action for d in decisions] == ["retrain", "alert", "alert", "alert"]
 
@@ -206,7 +214,7 @@ def test_the_default_stream_scenario_retrains_once_per_episode():
     days |= {n: ("prior_shift",) for n in range(16, 20)}
     days |= {21: ("performance", "prior_shift")}
     decisions, _ = run(days, last=30, onset=day(20))
-    retrains = [(d.today.day, d.window_start) for d in decisions if d.action == "retrain"]
+    retrains = [(num(d.batch), d.window_start) for d in decisions if d.action == "retrain"]
     assert retrains == [(8, None), (16, None), (21, day(20))]
 
 
@@ -214,7 +222,7 @@ def test_a_promoted_retraining_ends_the_episode_as_before():
     days = {n: ("performance",) for n in range(21, 30)}
     for outcome in (True, None):  # promoted, or not known yet (a training still running, or failed)
         decisions, state = run(days, last=29, onset=day(20), promoted=outcome)
-        assert [d.today.day for d in decisions if d.action == "retrain"] == [21]
+        assert [num(d.batch) for d in decisions if d.action == "retrain"] == [21]
         assert state.episode.promoted is outcome and state.episode.retries == 0
         said = "already started a retraining on 2026-01-21" + (", which was promoted" if outcome else "")
         assert decisions[-1].reason.endswith(said)
@@ -227,7 +235,7 @@ def test_a_rejected_retraining_is_retried_after_the_cool_down_from_the_same_onse
         days, last=24, onset=day(20), promoted=False, onsets={n: day(22) for n in range(22, 30)}
     )
     retrains = [d for d in decisions if d.action == "retrain"]
-    assert [(d.today, d.window_start) for d in retrains] == [(day(21), day(20)), (day(23), day(20))]
+    assert [(d.batch, d.window_start) for d in retrains] == [(day(21), day(20)), (day(23), day(20))]
     assert "cool-down after retraining on 2026-01-21 until 2026-01-23" in decisions[21].reason
     assert "the model gate rejected the retraining of 2026-01-21, retry 1 of 2" in retrains[1].reason
     assert retrains[1].episode_started == retrains[0].episode_started == day(21), "the same episode"
@@ -238,16 +246,16 @@ def test_a_rejected_retraining_is_retried_after_the_cool_down_from_the_same_onse
 def test_retries_are_bounded_per_episode():
     days = {n: ("performance",) for n in range(21, 40)}
     decisions, state = run(days, last=39, onset=day(20), promoted=False)
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [21, 23, 25]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [21, 23, 25]
     assert state.episode.retries == 2
     assert "no retry left (2 of max_retries_per_episode 2 spent)" in decisions[-1].reason
     never = POLICY.model_copy(update={"max_retries_per_episode": 0})
     decisions, _ = run(days, last=39, policy=never, onset=day(20), promoted=False)
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [21]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [21]
     # a quiet day ends the episode: the next one starts with its own retries
     days = {n: ("performance",) for n in [*range(21, 27), *range(28, 34)]}
     decisions, _ = run(days, last=33, onset=day(20), promoted=False)
-    assert [d.today for d in decisions if d.action == "retrain"] == [day(n) for n in (21, 23, 25, 28, 30, 32)]
+    assert [d.batch for d in decisions if d.action == "retrain"] == [day(n) for n in (21, 23, 25, 28, 30, 32)]
 
 
 def test_a_retry_still_waits_for_new_labels():
@@ -308,23 +316,23 @@ def test_training_outcome_reads_the_episode_s_drift_training_from_the_registry_t
 def test_a_rejected_retraining_without_a_performance_drop_is_not_retried(name):
     # the gate kept a champion that did as well as a model trained on the shifted data: nothing to retry
     decisions, _ = run({n: (name,) for n in range(8, 15)}, last=14, promoted=False)
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [8]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [8]
     assert decisions[-1].reason.endswith(
         "which the model gate rejected; the champion's accuracy has not dropped"
     )
     # ... until its accuracy drops: a new kind of signal, retrained at once (escalation, as before)
     days = {n: (name,) for n in range(8, 15)} | {15: (name, "performance")}
     decisions, _ = run(days, last=15, promoted=False, onset=day(14))
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [8, 15]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [8, 15]
 
 
-PERSISTENT = POLICY.model_copy(update={"covariate_persistence_days": 2})
+PERSISTENT = POLICY.model_copy(update={"covariate_persistence_batches": 2})
 
 
 def test_a_one_day_covariate_wobble_only_alerts_when_persistence_is_asked():
     decisions, state = run({5: ("covariate_shift",)}, last=7, policy=PERSISTENT)
     assert [d.action for d in decisions[4:]] == ["alert", "none", "none"]
-    assert "once it has fired 2 days in a row (covariate_persistence_days): day 1, since 2026-01-05" in (
+    assert "fired 2 batches in a row (covariate_persistence_batches): batch 1, since 2026-01-05" in (
         decisions[4].reason
     )
     assert state.last_retrain is None and state.covariate_since is None
@@ -332,7 +340,7 @@ def test_a_one_day_covariate_wobble_only_alerts_when_persistence_is_asked():
 
 def test_a_persisting_covariate_shift_retrains_on_its_second_day_and_once():
     decisions, state = run({n: ("covariate_shift",) for n in range(8, 15)}, last=15, policy=PERSISTENT)
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [9]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [9]
     assert decisions[7].action == "alert" and decisions[14].action == "none"
     assert state.covariate_since is None
 
@@ -345,8 +353,8 @@ def test_persistence_does_not_delay_a_covariate_shift_that_comes_with_another_si
 def test_a_gap_restarts_the_covariate_streak():
     days = {3: ("covariate_shift",), 5: ("covariate_shift",), 6: ("covariate_shift",)}
     decisions, _ = run(days, last=6, policy=PERSISTENT)
-    assert [d.today.day for d in decisions if d.action == "retrain"] == [6]
+    assert [num(d.batch) for d in decisions if d.action == "retrain"] == [6]
 
 
 def test_the_default_config_waits_two_days_for_a_covariate_shift(default_config):
-    assert default_config.drift.covariate_persistence_days == 2
+    assert default_config.drift.covariate_persistence_batches == 2

@@ -134,7 +134,7 @@ def test_labels_arrive_as_separate_files_keyed_by_id_after_the_delay(scenario: C
     entries = st.generate_stream(cfg, workspace, days=3)
     ds = cfg.dataset
     for entry in entries:
-        assert entry.label_arrives_on == entry.date + timedelta(days=ds.label_delay_days)
+        assert entry.label_arrives_on == entry.date + timedelta(days=ds.label_delay_batches)
         features = pd.read_parquet(st.stream_dir(workspace) / entry.features_file)
         labels = pd.read_parquet(st.stream_dir(workspace) / entry.labels_file)
         assert list(labels.columns) == [ds.id_column, ds.target]
