@@ -58,7 +58,7 @@ def main() -> None:
     from tasks.stream import generate_day
 
     base = load_config(REPO / "configs" / "default.yaml")
-    days = base.training.window_days
+    days = base.training.window_batches
     assert base.stream is not None
     cfg = base.model_copy(
         update={
@@ -103,7 +103,7 @@ def main() -> None:
         start = time.perf_counter()
         records = {r.batch_id: r for r in validated_batches(ws)}
         labelled = {b for b in records if (ws.labels / f"{b}.parquet").is_file()}
-        window = dataset.select_window(list(records), labelled, cfg.training.window_days)
+        window = dataset.select_window(list(records), labelled, cfg.training.window_batches)
         inputs = [
             dataset.BatchInput(
                 b,

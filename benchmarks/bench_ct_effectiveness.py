@@ -139,7 +139,7 @@ def run_scenario(
     device = training.choose_device(cfg.training.device)
     print(
         f"\n=== {scenario.name}: {len(scenario.days)} days x {len(scenario.days[0].labels)} rows, "
-        f"label delay {cfg.dataset.label_delay_days} day(s), first champion trained on day {warmup}"
+        f"label delay {cfg.dataset.label_delay_batches} day(s), first champion trained on day {warmup}"
     )
     print("onsets: " + "; ".join(f"{o.label} ({o.what})" for o in scenario.onsets))
     rejected = [f"day {d.day} ({d.rejected})" for d in scenario.days if d.rejected]
@@ -151,7 +151,7 @@ def run_scenario(
     )
     print(
         f"policy: retrain_on {cfg.drift.retrain_on}, accuracy_drop {cfg.drift.accuracy_drop}, "
-        f"cooldown {cfg.drift.cooldown_days} d, training window {cfg.training.window_days} d"
+        f"cooldown {cfg.drift.cooldown_batches} d, training window {cfg.training.window_batches} d"
     )
     cache = FitCache()
     runs: dict[Policy, PolicyRun] = {}

@@ -4,14 +4,14 @@ Everything a policy decides with is ctcd's code, called in-process without MLflo
 the stream (`tasks.stream.generate_day`, or river's SEA for a second stream), the training window and
 time split (`tasks.dataset`), the search and baseline (`tasks.training`), the holdout evaluation
 (`tasks.evaluation`), the model gate (`tasks.model_gate.decide`), the monitoring windows
-(`flows.monitoring.windows`, `current_window`, `new_labelled_rows`), the drift signals
+(`flows.monitoring.windows`, `with_batches`, `current_window`, `new_labelled_rows`), the drift signals
 (`tasks.drift.compute_signals`) and the retraining policy (`tasks.policy.decide`). The harness only does
 what the MLflow registry, the prediction log and the label files do in the real loop: it keeps the
 champion in memory, logs its predictions as a DataFrame in the prediction-log format and releases labels
-`dataset.label_delay_days` after their batch.
+`dataset.label_delay_batches` after their batch.
 
 One replayed day `d`, in order:
-1. the labels of day `d - label_delay_days` arrive;
+1. the labels of day `d - label_delay_batches` arrive;
 2. batch `d` lands; the data gate rejects it when the scenario corrupted it or its features hold nulls
    (a rejected batch is neither served, scored nor trained on);
 3. the champion serves the batch: its predictions are logged and the day's accuracy is scored against the
@@ -22,7 +22,7 @@ One replayed day `d`, in order:
    its `window_start`; whether that candidate was promoted goes back into the policy's state
    (`tasks.policy.record_outcome`), as the monitoring flow reads it from the registry, so a rejected
    retraining is retried. `never` trains once, `weekly` every 7 days and `daily` every day, on the
-   sliding `training.window_days` window;
+   sliding `training.window_batches` window;
 5. a training uses validated batches whose labels have arrived, and its candidate replaces the champion
    only if the model gate passes (the first candidate is judged against the baseline, as in the flow);
    the new champion serves from day `d + 1`.
@@ -45,9 +45,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.errors import WorkFailed
-from flows.monitoring import current_window, new_labelled_rows, windows
+from flows.monitoring import current_window, new_labelled_rows, windows, with_batches
 from tasks import dataset, drift, evaluation, model_gate, policy, stream, training
 from tasks.evaluation import GREATER_IS_BETTER, THRESHOLD, metric_value
 from tasks.model import Model, features_frame, positive_proba, target_vector
@@ -279,7 +280,7 @@ class MonitoringRecord:
     action: str
     reason: str
     fired: list[str]
-    window_start: date | None
+    window_start: str | None
 
 
 @dataclass
@@ -321,15 +322,14 @@ class FitCache:
 
 
 def training_window(
-    scenario: Scenario, today: int, window_start: date | None
+    scenario: Scenario, today: int, window_start: str | None
 ) -> tuple[list[StreamDay], dataset.Split]:
     """The validated batches whose labels arrived by `today`, chosen by `tasks.dataset.select_window`."""
     cfg = scenario.cfg
-    delay = cfg.dataset.label_delay_days
+    delay = cfg.dataset.label_delay_batches
     usable = {d.batch_id: d for d in scenario.days[:today] if d.rejected is None}
     labelled = {d.batch_id for d in usable.values() if d.day + delay <= today}
-    start = window_start.isoformat() if window_start else None
-    chosen = dataset.select_window(list(usable), labelled, cfg.training.window_days, start)
+    chosen = dataset.select_window(list(usable), labelled, cfg.training.window_batches, window_start)
     inputs = [
         dataset.BatchInput(
             b, b, "replay", dataset.join_labels(usable[b].features, usable[b].labels, cfg.dataset)
@@ -343,7 +343,7 @@ def training_window(
 def train_and_gate(
     scenario: Scenario,
     today: int,
-    window_start: date | None,
+    window_start: str | None,
     champion: Champion | None,
     version: str,
     reason: str,
@@ -384,7 +384,7 @@ def train_and_gate(
         reason=reason,
         version=version,
         window=[b.batch_id for b in batches],
-        window_start=window_start.isoformat() if window_start else None,
+        window_start=window_start,
         reference_kind=kind,
         passed=decision.passed,
         summary=decision.summary(),
@@ -449,20 +449,20 @@ def monitor(
 ) -> tuple[policy.RetrainDecision, policy.PolicyState] | None:
     """The monitoring flow's decision for `today` on what it would load; None when it has no predictions."""
     cfg = scenario.cfg
-    delay = cfg.dataset.label_delay_days
-    today_date = scenario.days[today - 1].date
-    (start, end), since = windows(cfg, today_date)
-    served = [log for d, log in logs.items() if since <= scenario.days[d - 1].date <= end]
+    delay = cfg.dataset.label_delay_batches
+    timeline = Timeline()  # the stream's batch ids are dates: one batch a day
+    batch = scenario.days[today - 1].batch_id
+    window = windows(cfg, timeline, batch)
+    served = [log for d, log in logs.items() if scenario.days[d - 1].batch_id in window.lookback]
     if not served:
         return None
-    predictions = pd.concat(served, ignore_index=True)
-    current = current_window(predictions, start, end)
+    predictions = with_batches(pd.concat(served, ignore_index=True), timeline)
+    current = current_window(predictions, window.current)
     if current.empty:
         return None
-    label_from = since - timedelta(days=delay)
-    arrived = (
-        [d.labels for d in scenario.days[: today - delay] if d.date >= label_from] if today > delay else []
-    )
+    label_from = timeline.shift(window.lookback[0], -delay) or window.lookback[0]
+    due = scenario.days[: today - delay] if today > delay else []
+    arrived = [d.labels for d in due if d.batch_id >= label_from]
     labels = (
         pd.concat(arrived, ignore_index=True)
         if arrived
@@ -478,11 +478,17 @@ def monitor(
         champion.baseline,
         cfg.dataset,
         cfg.drift,
-        (start, end),
+        (window.current[0], window.batch),
         model_version=champion.version,
     )
     return policy.decide(
-        signals, state, cfg.drift, today_date, new_labelled_rows(labelled, state), cfg.training.window_days
+        signals,
+        state,
+        cfg.drift,
+        batch,
+        new_labelled_rows(labelled, state, timeline),
+        cfg.training.window_batches,
+        timeline,
     )
 
 
@@ -518,7 +524,7 @@ def replay(
     pending: tuple[int, Model, Model] | None = None  # a promotion waiting for its next served day
     versions = 0
 
-    def train(today: int, reason: str, window_start: date | None) -> bool | None:
+    def train(today: int, reason: str, window_start: str | None) -> bool | None:
         """Train and gate; whether the candidate was promoted (None: the training failed)."""
         nonlocal champion, versions, pending
         versions += 1
@@ -532,7 +538,7 @@ def replay(
                 reason=reason,
                 version=str(versions),
                 window=[],
-                window_start=window_start.isoformat() if window_start else None,
+                window_start=window_start,
                 reference_kind="-",
                 passed=False,
                 summary="",
@@ -713,7 +719,7 @@ def check_targets(
     """The issue's three targets for `ctcd` (against `daily`, and for every policy's promotions)."""
     ctcd, daily = summaries["ctcd"], summaries["daily"]
     share = ctcd.trainings / daily.trainings if daily.trainings else math.inf
-    allowed = scenario.cfg.dataset.label_delay_days + 1
+    allowed = scenario.cfg.dataset.label_delay_batches + 1
     concept = [o for o in scenario.onsets if o.kind == "concept_drift"]
     late = {o.label: ctcd.recovery_days[o.label] for o in concept if ctcd.pre_drift[o.label] is not None}
     unjudged = [o.label for o in concept if ctcd.pre_drift[o.label] is None]

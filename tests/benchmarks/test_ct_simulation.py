@@ -29,7 +29,7 @@ from benchmarks.ct_simulation import (
 )
 from ctcd.config import CtcdConfig, ScenarioEvent, load_config
 from tasks import policy, training
-from tasks.drift import join_labels
+from tasks.drift import BATCH, join_labels
 from tests.conftest import REPO
 
 WARMUP = 3
@@ -68,16 +68,16 @@ def test_the_corrupted_batch_is_rejected_and_a_batch_with_nulls_too(scenario: Sc
 
 
 def test_the_training_window_holds_only_validated_batches_whose_labels_arrived(scenario: Scenario) -> None:
-    delay = scenario.cfg.dataset.label_delay_days
+    delay = scenario.cfg.dataset.label_delay_batches
     batches, split = training_window(scenario, today=6, window_start=None)
     assert [b.day for b in batches] == [d for d in range(1, 6 - delay + 1) if d != CORRUPT_DAY]
     assert sum(split.rows.values()) == 600 * len(batches)
-    restarted, _ = training_window(scenario, today=9, window_start=scenario.days[DRIFT_DAY - 1].date)
+    restarted, _ = training_window(scenario, today=9, window_start=scenario.days[DRIFT_DAY - 1].batch_id)
     assert [b.day for b in restarted] == list(range(DRIFT_DAY, 9 - delay + 1))
 
 
 def test_policies_train_on_their_schedule_with_arrived_labels_only(scenario: Scenario, runs: dict) -> None:
-    delay = scenario.cfg.dataset.label_delay_days
+    delay = scenario.cfg.dataset.label_delay_batches
     assert [t.day for t in runs["never"].trainings] == [WARMUP]
     assert [t.day for t in runs["daily"].trainings] == list(range(WARMUP, 11))
     assert [t.day for t in runs["weekly"].trainings] == [WARMUP, WARMUP + 7]
@@ -114,7 +114,7 @@ def test_gate_records_are_rechecked_from_the_probabilities(runs: dict) -> None:
 
 
 def test_the_policy_sees_the_drift_only_once_its_labels_arrive(scenario: Scenario, runs: dict) -> None:
-    delay = scenario.cfg.dataset.label_delay_days
+    delay = scenario.cfg.dataset.label_delay_batches
     ctcd = runs["ctcd"]
     fired = {m.day: m.fired for m in ctcd.monitoring}
     assert all("performance" not in fired[d] for d in fired if d < DRIFT_DAY + delay)
@@ -138,12 +138,12 @@ def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
     assert {"request_id", "served_at", "probability", "prediction", "model_version"} <= set(log.columns)
     joined = join_labels(log, served.labels, cfg.dataset)
     assert len(joined) == len(log)
-    assert set(joined["day"]) == {served.date}
+    assert set(joined[BATCH]) == {served.batch_id}
     # the day it was served, none of its labels are visible to the policy; the next day all of them are
     logs = {served.day: log}
     outcome = monitor(scenario, served.day, champion, logs, policy.PolicyState())
     assert outcome is not None
-    assert outcome[0].today == served.date
+    assert outcome[0].batch == served.batch_id
     assert outcome[0].new_labelled_rows == 0
     logs[served.day + 1] = served_predictions(cfg, scenario.days[served.day], champion)
     outcome = monitor(scenario, served.day + 1, champion, logs, policy.PolicyState())
