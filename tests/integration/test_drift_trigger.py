@@ -46,10 +46,10 @@ CONFIG = {
         "id_column": "row_id",
         "numerical_features": ["x1", "x2", "noise"],
         "categorical_features": ["colour"],
-        "label_delay_days": 1,
+        "label_delay_batches": 1,
     },
     "gates": {"data": {"suite": "suite.json"}},
-    "drift": {"min_labelled_rows": 500, "cooldown_days": 2, "report_retention": 3},
+    "drift": {"min_labelled_rows": 500, "cooldown_batches": 2, "report_retention": 3},
 }
 
 
@@ -222,7 +222,7 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     assert concept.decision.action == "retrain"
     assert "performance" in concept.decision.triggering
     assert concept.signals.covariate_shift.drifted == []
-    assert concept.decision.window_start == DAY1 + timedelta(days=3)
+    assert concept.decision.window_start == (DAY1 + timedelta(days=3)).isoformat()
 
     runs = training_runs(training_deployment, before + 2)[before:]
     assert len(runs) == 2, "one training run per drift episode"

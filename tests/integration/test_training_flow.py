@@ -93,7 +93,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     state = training_flow(path, reason="first", trigger={"kind": "test"}, return_state=True)
     first = state.result()
     assert first.promoted and first.version == "1" and first.decision.reference_kind == "baseline"
-    assert first.batches == ids[-cfg.training.window_days :]
+    assert first.batches == ids[-cfg.training.window_batches :]
     assert first.device == "cpu"
     champ = registry.require_champion(cfg, workspace)
     assert champ.version == "1"
