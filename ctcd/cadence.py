@@ -9,6 +9,7 @@ A `Timeline` orders the batches and maps a moment (a prediction's `served_at`) t
   calendar period, and batches are counted as periods (a month without a file still counts as one);
 - otherwise a batch runs from its time to the next batch's time, and batches are counted in the list;
 - with no timed batch at all, batches are days (served date).
+Ids that are not times take part only in the second case (with a timestamp column).
 Monitoring windows, the labelled look-back, the label delay, cool-downs and persistence all count batches
 this way, and so does the training window: one unit everywhere (a daily stream counts days).
 """
@@ -139,12 +140,12 @@ class Timeline:
                 kinds.add(found[0])
                 timed[batch_id] = found[1]
             elif moment is not None:
-                kinds.add("time")
                 timed[batch_id] = moment
+        if len(kinds) == 1 and next(iter(kinds)) != "time":
+            # The ids' own cadence wins: other batches fall in its periods by their time.
+            return cls(next(iter(kinds)))  # type: ignore[arg-type]
         if not timed:
             return cls("day")
-        if len(kinds) == 1 and next(iter(kinds)) != "time":
-            return cls(next(iter(kinds)))  # type: ignore[arg-type]
         order = sorted(timed, key=lambda b: (timed[b], b))
         return cls(None, tuple(order), tuple(timed[b] for b in order))
 
@@ -237,6 +238,7 @@ class Timeline:
 
     def keys(self, served_at: pd.Series) -> pd.Series:
         """The batch id each served time (a datetime column) belongs to; None before the first batch."""
+        import numpy as np
         import pandas as pd
 
         moments = pd.to_datetime(served_at, utc=True).dt.tz_convert(None)
@@ -245,7 +247,10 @@ class Timeline:
             days = moments.dt.normalize()
             ids = {d: self.batch_at(d.to_pydatetime()) for d in days.unique()}
             return days.map(ids).astype(object)
-        return moments.map(lambda m: self.batch_at(m.to_pydatetime())).astype(object)
+        starts = np.array(self.starts, dtype="datetime64[ns]")
+        found = np.searchsorted(starts, moments.to_numpy(dtype="datetime64[ns]"), side="right") - 1
+        ids = np.array([*self.batches, None], dtype=object)  # position -1: before the first batch
+        return pd.Series(ids[found], index=served_at.index, dtype=object)
 
 
 def workspace_timeline(cfg: CtcdConfig, ws: Workspace) -> Timeline:
@@ -257,10 +262,11 @@ def workspace_timeline(cfg: CtcdConfig, ws: Workspace) -> Timeline:
     from ctcd.batches import landed_batches, quarantined_batches, validated_batches
 
     records = [*validated_batches(ws), *quarantined_batches(ws)]
-    ids: dict[str, datetime | None] = {r.batch_id: None for r in records}
-    ids.update({_DUPLICATE.sub("", p.stem): None for p in landed_batches(ws)})
+    names = [r.batch_id for r in records] + [p.stem for p in landed_batches(ws)]
     if ws.labels.is_dir():
-        ids.update({p.stem: None for p in ws.labels.iterdir() if _is_table(p)})
+        names += [p.stem for p in ws.labels.iterdir() if _is_table(p)]
+    # A quarantined duplicate (`<id>__2`) is the same batch as `<id>`.
+    ids: dict[str, datetime | None] = {_DUPLICATE.sub("", b) if parse(b) else b: None for b in names}
     untimed = [b for b in ids if parse(b) is None]
     if untimed and cfg.dataset.timestamp_column:
         files = {r.batch_id: r.path(ws) for r in records}

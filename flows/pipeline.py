@@ -83,9 +83,8 @@ def ctcd_pipeline(
 
         if monitor and reason is None and registry.champion(cfg, ws) is not None:
             if monitored_batch(cfg, ws, today) is None:
-                report.notes.append(
-                    f"monitoring skipped: no prediction was served in the batch of {today or 'now'}"
-                )
+                served = f"in the batch of {today}" if today else "yet"
+                report.notes.append(f"monitoring skipped: no prediction was served {served}")
             else:
                 report.monitoring = monitoring_flow(config_path, batch=today)
 

@@ -120,7 +120,8 @@ def decide(
     if not triggering:
         reason = f"{', '.join(fired)} fired, which the policy only alerts on (retrain_on: {drift.retrain_on})"
         return verdict("alert", reason, None), state.model_copy(update={"episode": None})
-    persisted = _elapsed(timeline, since, batch) + 1 if since else 0
+    streak = timeline.batches_between(since, batch) if since else None
+    persisted = (streak + 1 if streak is not None else 1) if since else 0
     if triggering == ["covariate_shift"] and persisted < drift.covariate_persistence_batches:
         reason = (
             f"{describe(signals, triggering)}; a covariate shift alone retrains once it has fired "
