@@ -149,11 +149,6 @@ class Timeline:
         order = sorted(timed, key=lambda b: (timed[b], b))
         return cls(None, tuple(order), tuple(timed[b] for b in order))
 
-    @property
-    def unit(self) -> str:
-        """What one batch is, in words."""
-        return self.period or "batch"
-
     # ------------------------------------------------------------------ positions
 
     def position_at(self, moment: datetime) -> int | None:
