@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from ctcd import drift_report, events
+from ctcd.batches import read_labels_file
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import WorkFailed
 from ctcd.workspace import Workspace
@@ -90,8 +91,7 @@ def read_labels(cfg: CtcdConfig, ws: Workspace, since: date) -> pd.DataFrame:
                 continue
         except ValueError:
             pass  # not a dated batch id: always read
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        frames.append(frame[[ds.id_column, ds.target]])
+        frames.append(read_labels_file(path, cfg))
     if not frames:
         return pd.DataFrame({ds.id_column: pd.Series(dtype="int64"), ds.target: pd.Series(dtype="int64")})
     return pd.concat(frames, ignore_index=True)
