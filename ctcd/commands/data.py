@@ -125,8 +125,8 @@ def land(
         typer.echo(
             f"landed {len(pulled.landed)} batch(es) into {ws.landing} and {len(pulled.labels_landed)} "
             f"label file(s) into {ws.labels} (through {through or 'the last batch'}; "
-            f"{pulled.already_there} already landed, {len(pulled.not_yet)} batch(es) after --through, labels of "
-            f"{len(pulled.labels_pending)} batch(es) not due yet)"
+            f"{pulled.already_there} already landed, {len(pulled.not_yet)} batch(es) after --through, "
+            f"labels of {len(pulled.labels_pending)} batch(es) not due yet)"
         )
         return
     day = _parse_day(through) if through else None
