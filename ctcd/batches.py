@@ -107,7 +107,7 @@ def is_landed_file(path: Path) -> bool:
 
 
 def landed_batches(ws: Workspace, through: str | None = None) -> list[Path]:
-    """Files waiting in landing/, by batch id; only ids <= `through` when given (ids are ISO dates)."""
+    """Files waiting in landing/, by batch id; only ids <= `through` when given (ids compare as strings)."""
     if not ws.landing.is_dir():
         return []
     files = [p for p in ws.landing.iterdir() if is_landed_file(p)]
