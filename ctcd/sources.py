@@ -18,6 +18,7 @@ its labels, when they came with it) wait in `$CTCD_HOME/source/pending-labels/`.
 from __future__ import annotations
 
 import calendar
+import functools
 import io
 import os
 import re
@@ -42,7 +43,7 @@ _PARTIAL = (".tmp", ".part", ".partial", ".crdownload")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+=-]*$")
 _MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_abbr) if name}
 _MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_name) if name})
-SQL_CHUNK = 5000  # ids per `IN (...)` when labels are read from SQL
+SQL_CHUNK = 5000  # values per `IN (...)`: databases cap the number of bound parameters
 
 
 class _Record(BaseModel):
@@ -167,7 +168,7 @@ def _list_files(url: str, options: dict[str, Any], key: str) -> list[str]:
         if any(ch in root for ch in "*?["):
             paths = fs.glob(root)
         elif fs.isdir(root):
-            paths = [p for p in fs.ls(root, detail=False) if fs.isfile(p)]
+            paths = [e["name"] for e in fs.ls(root, detail=True) if e.get("type") == "file"]
         elif fs.exists(root):
             paths = [root]
         else:
@@ -289,7 +290,9 @@ def _value_id(value: Any) -> str:
 # --------------------------------------------------------------------------- SQL (SQLAlchemy)
 
 
+@functools.lru_cache(maxsize=4)
 def _engine(url: str) -> Any:
+    """One SQLAlchemy engine (and connection pool) per URL for the life of the process."""
     import sqlalchemy as sa
 
     try:
@@ -358,9 +361,15 @@ def _sql_batches(src: SqlSource) -> list[Batch]:
 
 def _sql_rows(cfg: CtcdConfig, src: SqlSource, values: tuple[Any, ...]) -> pd.DataFrame:
     engine = _engine(src.url)
-    col = _quote(engine, src.batch_column)
-    frame = _Sql(engine).read(
-        f"SELECT * FROM {_from(engine, src.table, src.query)} WHERE {col} IN :vals", {"vals": list(values)}
+    column = _quote(engine, src.batch_column)
+    statement = f"SELECT * FROM {_from(engine, src.table, src.query)} WHERE {column} IN :vals"
+    sql = _Sql(engine)
+    frame = pd.concat(
+        [
+            sql.read(statement, {"vals": list(values[i : i + SQL_CHUNK])})
+            for i in range(0, len(values), SQL_CHUNK)
+        ],
+        ignore_index=True,
     )
     order = [c for c in (src.batch_column, cfg.dataset.id_column) if c in frame.columns]
     return frame.sort_values(order, kind="stable").reset_index(drop=True)
@@ -433,6 +442,13 @@ def _write_bytes(path: Path, data: bytes) -> None:
 # --------------------------------------------------------------------------- pulling
 
 
+def _ids_of(data: bytes, name: str, src: FilesSource, id_column: str) -> pd.DataFrame:
+    """Only the id column of a batch file's bytes."""
+    if name.lower().endswith(".csv"):
+        return pd.read_csv(io.BytesIO(data), sep=src.sep, encoding=src.encoding, usecols=[id_column])
+    return pd.read_parquet(io.BytesIO(data), columns=[id_column])
+
+
 def _land_one(cfg: CtcdConfig, ws: Workspace, batch: Batch) -> None:
     """Write one batch into landing/ (and its ids, or labels, into the pending labels)."""
     ds, src = cfg.dataset, cfg.dataset.source
@@ -441,7 +457,7 @@ def _land_one(cfg: CtcdConfig, ws: Workspace, batch: Batch) -> None:
         data = _read_bytes(batch.path, src.storage_options)
         if labels is not None:
             try:
-                ids = _parse(data, batch.path, src.sep, src.encoding)[[ds.id_column]]
+                ids = _ids_of(data, batch.path, src, ds.id_column)
             except (OSError, ValueError, KeyError, UnicodeDecodeError):
                 ids = None  # unreadable or without ids: the gate quarantines it, no labels will match
             if ids is not None:

@@ -88,7 +88,11 @@ def generate(
     entries = st.generate_stream(cfg, ws, days=n_days, on_batch=progress)
     typer.echo(f"wrote {len(entries)} batch(es) and {st.stream_dir(ws) / 'manifest.json'}")
     if land:
-        _print_landing(st.land_due(cfg, ws, entries[-1].date), ws)
+        from ctcd.batches import ingest_lock
+
+        with ingest_lock(ws):
+            landing = st.land_due(cfg, ws, entries[-1].date)
+        _print_landing(landing, ws)
     else:
         typer.echo("nothing landed (--no-land): run `ctcd data land --through YYYY-MM-DD`")
 

@@ -149,8 +149,12 @@ def test_labels_from_separate_csv_files_arrive_with_their_batch(workspace: Works
     )
 
 
-def test_sqlite_source_batches_by_day_with_a_labels_table(workspace: Workspace, tmp_path: Path):
+def test_sqlite_source_batches_by_day_with_a_labels_table(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     import sqlalchemy as sa
+
+    monkeypatch.setattr(sources, "SQL_CHUNK", 3)  # a day's 4 stamps and 4 ids take two queries each
 
     db = tmp_path / "shop.db"
     engine = sa.create_engine(f"sqlite:///{db}")
