@@ -64,6 +64,13 @@ def generate(
     from tasks import stream as st
 
     cfg, ws = options.load(config)
+    if _pulls_from_source(cfg):
+        from ctcd.errors import UsageError
+
+        raise UsageError(
+            f"dataset.source is a {cfg.dataset.source.kind} source: `ctcd data land` pulls its batches "
+            "(`generate` writes the built-in stream)"
+        )
     base = st.stream_config(cfg)
     overrides = {k: v for k, v in {"rows_per_day": rows_per_day, "seed": seed}.items() if v is not None}
     if overrides:

@@ -16,7 +16,7 @@ from ctcd import sources
 from ctcd.batches import read_labels_file
 from ctcd.cli import app
 from ctcd.config import CtcdConfig, load_config
-from ctcd.errors import ConfigError
+from ctcd.errors import ConfigError, UsageError
 from ctcd.workspace import Workspace
 from tests.conftest import REPO
 
@@ -377,6 +377,8 @@ def test_cli_land_and_status_for_a_source(workspace: Workspace, tmp_path: Path):
     ]
     text = runner.invoke(app, ["data", "status", "-c", path])
     assert text.exit_code == 0 and "source (files)" in text.output and "generate" not in text.output
+    generate = runner.invoke(app, ["data", "generate", "-c", path])
+    assert isinstance(generate.exception, UsageError) and "`ctcd data land` pulls" in str(generate.exception)
 
 
 def test_status_without_source_or_stream_lists_landed_files(workspace: Workspace, tmp_path: Path):
