@@ -112,7 +112,9 @@ class SqlSource(_Strict):
     """A table or query in any SQLAlchemy database; a batch is one value (or day/month) of batch_column."""
 
     kind: Literal["sql"]
-    url: str = Field(description="SQLAlchemy URL, e.g. sqlite:////abs/path.db or postgresql+psycopg://...")
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:///shop.db (next to this file) or postgresql+psycopg://..."
+    )
     table: str | None = None
     query: str | None = None
     batch_column: str
@@ -513,11 +515,29 @@ def _local_path(value: str, base: Path) -> str:
     return str(base / value)
 
 
+def _sqlite_url(url: str, base: Path) -> str:
+    """A SQLite URL with a relative database path made absolute against the config's folder."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+        return url
+    return parsed.set(database=str(base / db)).render_as_string(hide_password=False)
+
+
 def _resolve_source_paths(cfg: CtcdConfig, base: Path) -> CtcdConfig:
     src = cfg.dataset.source
-    if src is None or src.kind in ("stream", "sql"):
+    if src is None or src.kind == "stream":
         return cfg
-    update: dict[str, Any] = {"path": _local_path(src.path, base)}
+    if src.kind == "sql":
+        update: dict[str, Any] = {"url": _sqlite_url(src.url, base)}
+        return cfg.model_copy(
+            update={"dataset": cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})}
+        )
+    update = {"path": _local_path(src.path, base)}
     if src.labels is not None and src.labels.path is not None:
         update["labels"] = src.labels.model_copy(update={"path": _local_path(src.labels.path, base)})
     dataset = cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})

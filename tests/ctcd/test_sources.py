@@ -209,6 +209,8 @@ def test_sqlite_query_source_with_the_label_in_the_rows(workspace: Workspace, tm
     cfg = load_config(_config(tmp_path, source))
     report = sources.pull(cfg, workspace)
     assert report.landed == ["w02", "w03"] and report.labels_landed == ["w02"]
+    relative = load_config(_config(tmp_path, {**source, "url": "sqlite:///q.db"}))
+    assert relative.dataset.source.url == f"sqlite:///{db}"  # relative to the config file
     assert list(pd.read_parquet(workspace.landing / "w03.parquet").columns) == ["id", "week", "x"]
 
 
