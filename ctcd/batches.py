@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import BatchRejected, UsageError, WorkFailed
-from ctcd.workspace import Workspace
+from ctcd.workspace import Workspace, file_lock
 from tasks.validation import ExpectationFailure, ValidationOutcome
 
 BATCH_SUFFIXES = (".parquet", ".csv")
@@ -37,6 +37,7 @@ _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
 # A batch may carry this many columns more than the dataset declares (ids, stamps, extras the suite
 # rejects by name) before it is refused unread.
 MIN_COLUMN_LIMIT = 1000
+INGEST_LOCK_TIMEOUT = 1800.0  # seconds a second ingest waits for the one landing and judging batches
 
 
 class BatchUnreadable(BatchRejected):
@@ -106,7 +107,7 @@ def is_landed_file(path: Path) -> bool:
 
 
 def landed_batches(ws: Workspace, through: str | None = None) -> list[Path]:
-    """Files waiting in landing/, by batch id; only ids <= `through` when given (ids are ISO dates)."""
+    """Files waiting in landing/, by batch id; only ids <= `through` when given (ids compare as strings)."""
     if not ws.landing.is_dir():
         return []
     files = [p for p in ws.landing.iterdir() if is_landed_file(p)]
@@ -233,6 +234,53 @@ def _read_csv(path: Path, data: bytes, cfg: CtcdConfig) -> pd.DataFrame:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def labels_file(ws: Workspace, batch_id: str) -> Path | None:
+    """The arrived labels of a batch, `labels/<batch_id>.parquet` or `.csv`, or None."""
+    for suffix in BATCH_SUFFIXES:
+        path = ws.labels / f"{batch_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_labels_file(path: Path, cfg: CtcdConfig) -> pd.DataFrame:
+    """A labels file (Parquet or CSV) as its `id_column` and `target` columns; WorkFailed if it is not one."""
+    ds = cfg.dataset
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, encoding=cfg.gates.data.csv_encoding)
+        else:
+            frame = pd.read_parquet(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise WorkFailed(f"labels file {path} cannot be read: {_first_line(exc)}") from exc
+    missing = [c for c in (ds.id_column, ds.target) if c not in frame.columns]
+    if missing:
+        raise WorkFailed(f"labels file {path} has no column(s) {missing}: it needs id_column and target")
+    return frame[[ds.id_column, ds.target]]
+
+
+# --------------------------------------------------------------------------- landing state
+
+
+def is_landed_or_filed(ws: Workspace, batch_id: str) -> bool:
+    """Whether a batch id is already in landing/, validated/ or quarantine/ (data file or sidecar)."""
+    return any(_taken(area, batch_id) for area in (ws.landing, ws.validated, ws.quarantine))
+
+
+def ingest_lock(
+    ws: Workspace, timeout: float = INGEST_LOCK_TIMEOUT
+) -> contextlib.AbstractContextManager[None]:
+    """Hold the workspace's ingest lock: one process at a time lands, judges and files batches.
+
+    A second `ctcd run` (or ingest) waits here, then finds the batches the first one filed and skips them.
+    """
+    return file_lock(ws.run / "ingest.lock", timeout, "another ingest")
 
 
 # --------------------------------------------------------------------------- filing

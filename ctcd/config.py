@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,6 +20,119 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceLabels(_Strict):
+    """Where a source's labels come from, and when they arrive (counted in the source's batches).
+
+    No `path`, `table` or `query`: the batch's own target column (stripped from the landed features).
+    `path`: label files (Parquet or CSV, `dataset.id_column` + `dataset.target`): a file named
+    `<batch_id>.parquet|csv` holds that batch's labels, other files are matched to batches by id.
+    `table` or `query`: the same two columns from the `sql` source's database.
+    """
+
+    path: str | None = None
+    table: str | None = None
+    query: str | None = None
+    delay_batches: int = Field(
+        default=0, ge=0, description="labels of batch k arrive when batch k + delay_batches has landed"
+    )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SourceLabels:
+        if sum(v is not None for v in (self.path, self.table, self.query)) > 1:
+            raise ValueError("give at most one of path, table or query")
+        return self
+
+    @property
+    def from_batch(self) -> bool:
+        """Whether the labels are the target column of the batches themselves."""
+        return self.path is None and self.table is None and self.query is None
+
+
+class _ReadOptions(_Strict):
+    sep: str = Field(default=",", min_length=1, description="CSV field separator")
+    encoding: str = Field(default="utf-8", description="CSV text encoding")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options, e.g. {client_kwargs: {endpoint_url: ...}} for S3"
+    )
+    labels: SourceLabels | None = Field(
+        default=None, description="null: labels are dropped into $CTCD_HOME/labels/ by hand"
+    )
+
+
+class StreamSource(_Strict):
+    """The built-in generated stream (the `stream` section): today's behaviour, landed by date."""
+
+    kind: Literal["stream"]
+
+
+class FilesSource(_ReadOptions):
+    """Batch files `<batch_id>.parquet|csv` (id = file stem) in a directory or matching a glob; local
+    paths or any fsspec URL (s3://, gs://, memory://, file://)."""
+
+    kind: Literal["files"]
+    path: str
+
+
+class SplitConfig(_Strict):
+    """How one time-ordered file is cut into batches: `rows` per batch, or runs of a period `column`.
+
+    `kind: month_name` (values like may, jun): each run of equal values is a batch whose id is the
+    ISO month (YYYY-MM) with that name after the previous batch's, the first being `start`.
+    `kind: value`: each run's value is its batch id (a value may not come back after another one).
+    """
+
+    rows: int | None = Field(default=None, ge=1)
+    column: str | None = None
+    kind: Literal["month_name", "value"] = "value"
+    start: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SplitConfig:
+        if (self.rows is None) == (self.column is None):
+            raise ValueError("give exactly one of rows or column")
+        if self.column is not None and self.kind == "month_name" and self.start is None:
+            raise ValueError("a month_name split needs start: the first batch's month, YYYY-MM")
+        return self
+
+
+class FileSource(_ReadOptions):
+    """One time-ordered Parquet or CSV file (local or fsspec URL) cut into batches by `split`."""
+
+    kind: Literal["file"]
+    path: str
+    split: SplitConfig
+    id_from_row_number: bool = Field(
+        default=False, description="generate dataset.id_column as the row's number in the file (0-based)"
+    )
+
+
+class SqlSource(_Strict):
+    """A table or query in any SQLAlchemy database; a batch is one value (or day/month) of batch_column."""
+
+    kind: Literal["sql"]
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:///shop.db (next to this file) or postgresql+psycopg://..."
+    )
+    table: str | None = None
+    query: str | None = None
+    batch_column: str
+    period: Literal["value", "day", "month"] = Field(
+        default="value", description="value: each distinct value is a batch; day/month: its date or month"
+    )
+    labels: SourceLabels | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of table or query")
+        if self.labels is not None and self.labels.path is not None:
+            raise ValueError("labels of a sql source come from its batches, a table or a query, not a path")
+        return self
+
+
+Source = Annotated[StreamSource | FilesSource | FileSource | SqlSource, Field(discriminator="kind")]
 
 
 class DatasetConfig(_Strict):
@@ -39,6 +152,10 @@ class DatasetConfig(_Strict):
     )
     slice_columns: list[str] = Field(default_factory=list)
     file_format: Literal["parquet", "csv"] = "parquet"
+    source: Source | None = Field(
+        default=None,
+        description="where batches come from; null: the `stream` section if any, else files landed by hand",
+    )
 
     @property
     def features(self) -> list[str]:
@@ -324,6 +441,20 @@ class CtcdConfig(_Strict):
     orchestration: OrchestrationConfig = OrchestrationConfig()
     source: Path | None = Field(default=None, exclude=True, description="the file this was loaded from")
 
+    @model_validator(mode="after")
+    def _source_fits(self) -> CtcdConfig:
+        src = self.dataset.source
+        if src is None:
+            return self
+        if src.kind == "stream" and self.stream is None:
+            raise ValueError("dataset.source kind stream needs the `stream` section")
+        labels = getattr(src, "labels", None)
+        if src.kind in ("files", "file") and labels is not None and (labels.table or labels.query):
+            raise ValueError(f"labels of a {src.kind} source come from its batches or a path, not SQL")
+        if src.kind == "sql" and src.batch_column == self.dataset.target:
+            raise ValueError("dataset.source.batch_column cannot be the target")
+        return self
+
     @property
     def registered_model_name(self) -> str:
         return self.model.registered_name or self.dataset.name
@@ -389,6 +520,7 @@ def load_config(path: Path | str | None = None) -> CtcdConfig:
         cfg = CtcdConfig.model_validate({**raw, "source": cfg_path.resolve()})
     except ValidationError as exc:
         raise ConfigError(_format_error(cfg_path, exc)) from exc
+    cfg = _resolve_source_paths(cfg, base)
     if suite is not None:
         suite_path = Path(suite) if Path(suite).is_absolute() else base / suite
         cfg = cfg.model_copy(
@@ -399,3 +531,39 @@ def load_config(path: Path | str | None = None) -> CtcdConfig:
             }
         )
     return cfg
+
+
+def _local_path(value: str, base: Path) -> str:
+    """A relative local path made absolute against the config's folder; URLs and absolute paths as given."""
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str(base / value)
+
+
+def _sqlite_url(url: str, base: Path) -> str:
+    """A SQLite URL with a relative database path made absolute against the config's folder."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+        return url
+    return parsed.set(database=str(base / db)).render_as_string(hide_password=False)
+
+
+def _resolve_source_paths(cfg: CtcdConfig, base: Path) -> CtcdConfig:
+    src = cfg.dataset.source
+    if src is None or src.kind == "stream":
+        return cfg
+    if src.kind == "sql":
+        update: dict[str, Any] = {"url": _sqlite_url(src.url, base)}
+        return cfg.model_copy(
+            update={"dataset": cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})}
+        )
+    update = {"path": _local_path(src.path, base)}
+    if src.labels is not None and src.labels.path is not None:
+        update["labels"] = src.labels.model_copy(update={"path": _local_path(src.labels.path, base)})
+    dataset = cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})
+    return cfg.model_copy(update={"dataset": dataset})

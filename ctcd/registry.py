@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctcd import settings
 from ctcd.errors import DependencyUnavailable, NoChampion, UsageError, WorkFailed
+from ctcd.workspace import file_lock
 
 
 class ChampionMoved(WorkFailed):
@@ -549,25 +550,8 @@ def log_monitoring(
 @contextlib.contextmanager
 def promotion_lock(ws: Workspace, timeout: float = PROMOTION_LOCK_TIMEOUT) -> Iterator[None]:
     """Hold the workspace's champion lock: one champion move at a time across processes on this machine."""
-    import fcntl
-
-    ws.audit.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    with (ws.audit / "champion.lock").open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DependencyUnavailable(
-                        f"another champion move held {ws.audit / 'champion.lock'} for {timeout:.0f}s"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(ws.audit / "champion.lock", timeout, "another champion move"):
+        yield
 
 
 def promote(

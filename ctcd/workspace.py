@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +109,30 @@ def log_tail(path: Path, lines: int = 3) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(line.strip() for line in text[-lines:])[-600:]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (flock: across processes on this machine), waiting up to `timeout` s.
+
+    `holder` names who else may hold it, for the one-line DependencyUnavailable raised on time-out.
+    """
+    import fcntl
+
+    from ctcd.errors import DependencyUnavailable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DependencyUnavailable(f"{holder} held {path} for {timeout:.0f}s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

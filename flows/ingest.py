@@ -1,5 +1,10 @@
 """Ingest: land due batches, run the data gate on each, file it as validated or quarantined, report.
 
+Batches come from `dataset.source` (`ctcd/sources.py`: files, one split file, SQL) or from the built-in
+stream, and only ids <= `through` are landed and judged when it is given (ids compare as strings; the
+stream's are dates). Both run under the workspace's ingest lock: a second ingest waits, then finds the
+first one's batches filed and skips them.
+
 `ingest(cfg, ws, through)` is the plain function (no Prefect); `ingest_flow` wires the same steps as
 Prefect tasks and publishes a table artifact of the decisions with a link to the Data Docs site.
 """
@@ -21,6 +26,7 @@ from ctcd.batches import (
     batch_id_of,
     file_batch,
     find_batch,
+    ingest_lock,
     landed_batches,
     read_batch,
     sha256_of,
@@ -101,7 +107,13 @@ def judge_batch_file(cfg: CtcdConfig, ws: Workspace, path: Path, gate: DataGate)
 
 
 def land(cfg: CtcdConfig, ws: Workspace, through: str | None) -> list[str]:
-    """Copy the built-in stream's batches due by `through` into landing/ (nothing without a stream)."""
+    """Land what is new at `dataset.source` (ids <= `through`), or the built-in stream's batches due by
+    `through` (a date; nothing without one); nothing without a source or a stream. Hold the ingest lock."""
+    source = cfg.dataset.source
+    if source is not None and source.kind != "stream":
+        from ctcd.sources import pull
+
+        return pull(cfg, ws, through).landed
     if cfg.stream is None or through is None:
         return []
     from tasks.stream import land_due
@@ -112,14 +124,16 @@ def land(cfg: CtcdConfig, ws: Workspace, through: str | None) -> list[str]:
 def ingest(
     cfg: CtcdConfig, ws: Workspace, through: str | None = None, gate: DataGate | None = None
 ) -> IngestReport:
-    """Land due batches (stream + `through`), then judge every landed batch with id <= `through`."""
-    landed = land(cfg, ws, through)
-    files = landed_batches(ws, through)
-    if not files:
-        return IngestReport(through=through, landed=landed)
-    gate = gate or open_data_gate(cfg, ws)
-    decisions = [BatchDecision.of(judge_batch_file(cfg, ws, path, gate)) for path in files]
-    return IngestReport(through=through, landed=landed, decisions=decisions, data_docs=gate.publish_docs())
+    """Land due batches (source or stream), then judge every landed batch with id <= `through`."""
+    with ingest_lock(ws):
+        landed = land(cfg, ws, through)
+        files = landed_batches(ws, through)
+        if not files:
+            return IngestReport(through=through, landed=landed)
+        gate = gate or open_data_gate(cfg, ws)
+        decisions = [BatchDecision.of(judge_batch_file(cfg, ws, path, gate)) for path in files]
+        docs = gate.publish_docs()
+    return IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
 
 
 def revalidate(cfg: CtcdConfig, ws: Workspace, batch_id: str, gate: DataGate | None = None) -> BatchRecord:
@@ -128,9 +142,10 @@ def revalidate(cfg: CtcdConfig, ws: Workspace, batch_id: str, gate: DataGate | N
     if record.status != "quarantined":
         raise UsageError(f"batch {batch_id} is not in quarantine (it is {record.status})")
     path = record.path(ws)
-    gate = gate or open_data_gate(cfg, ws)
-    new = judge_batch_file(cfg, ws, path, gate)
-    gate.publish_docs()
+    with ingest_lock(ws):
+        gate = gate or open_data_gate(cfg, ws)
+        new = judge_batch_file(cfg, ws, path, gate)
+        gate.publish_docs()
     if new.status != "validated":
         return new
     from datetime import UTC, datetime
@@ -203,14 +218,15 @@ def ingest_flow(config_path: str | None = None, through: str | None = None) -> I
     """Land due batches and validate every landed batch (only ids <= `through` when given)."""
     cfg = load_config(config_path)
     ws = Workspace.open()
-    landed = land_task(cfg, ws, through)
-    files = list_task(ws, through)
-    decisions: list[BatchDecision] = []
-    docs = None
-    if files:
-        gate = open_gate_task(cfg, ws)
-        decisions = [BatchDecision.of(judge_task(cfg, ws, path, gate)) for path in files]
-        docs = docs_task(gate)
+    with ingest_lock(ws):
+        landed = land_task(cfg, ws, through)
+        files = list_task(ws, through)
+        decisions: list[BatchDecision] = []
+        docs = None
+        if files:
+            gate = open_gate_task(cfg, ws)
+            decisions = [BatchDecision.of(judge_task(cfg, ws, path, gate)) for path in files]
+            docs = docs_task(gate)
     report = IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
     publish(report)
     return report

@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from ctcd import drift_report, events
+from ctcd.batches import read_labels_file
 from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import UsageError, WorkFailed
@@ -166,8 +167,7 @@ def read_labels(cfg: CtcdConfig, ws: Workspace, timeline: Timeline, since: str |
         position = timeline.position(path.stem)
         if first is not None and position is not None and position < first:
             continue
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        frames.append(frame[[ds.id_column, ds.target]])
+        frames.append(read_labels_file(path, cfg))
     if not frames:
         return pd.DataFrame({ds.id_column: pd.Series(dtype="int64"), ds.target: pd.Series(dtype="int64")})
     return pd.concat(frames, ignore_index=True)

@@ -71,8 +71,8 @@ def validated_files(ws: Workspace) -> list[BatchFile]:
     """Every validated batch in the workspace whose labels have arrived, oldest first."""
     found = []
     for record in batches.validated_batches(ws):
-        labels = ws.labels / f"{record.batch_id}.parquet"
-        if labels.is_file():
+        labels = batches.labels_file(ws, record.batch_id)
+        if labels is not None:
             found.append(
                 BatchFile(
                     batch_id=record.batch_id,
@@ -104,7 +104,7 @@ def load_training_data(cfg: CtcdConfig, files: list[BatchFile]) -> tuple[list[Ba
     inputs = []
     for f in files:
         features = batches.read_batch(Path(f.path), cfg)
-        labels = pd.read_parquet(f.labels_path)
+        labels = batches.read_labels_file(Path(f.labels_path), cfg)
         inputs.append(
             BatchInput(f.batch_id, f.sha256, f.path, dataset.join_labels(features, labels, cfg.dataset))
         )

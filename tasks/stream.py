@@ -298,8 +298,8 @@ def stream_config(cfg: CtcdConfig) -> StreamConfig:
     where = cfg.source or "config"
     if cfg.stream is None:
         raise ConfigError(
-            f"{where} has no stream section, so there is no built-in stream to generate: "
-            "bring your batches into the workspace's landing/ directory yourself"
+            f"{where} has no stream section, so there is no built-in stream to generate: set "
+            "dataset.source (files, file or sql) or bring your batches into the workspace's landing/ yourself"
         )
     if cfg.dataset.file_format != "parquet":
         raise ConfigError(f"{where}: the built-in stream writes Parquet; set dataset.file_format: parquet")

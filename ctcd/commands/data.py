@@ -1,4 +1,4 @@
-"""CLI commands: data (the built-in drifting stream: generate, land, status)."""
+"""CLI commands: data (`dataset.source` or the built-in drifting stream: generate, land, status)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ import typer
 from ctcd.commands import options
 
 if TYPE_CHECKING:
+    from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
     from tasks.stream import LandingReport
 
 data_app = typer.Typer(
     help=(
-        "The built-in data stream: daily Agrawal loan applications with scheduled drifts "
-        "(the config's `stream` section), landed into the workspace as they would arrive in production."
+        "Your batches from `dataset.source` (files, one split file, SQL), or the built-in data stream: daily "
+        "Agrawal loan applications with scheduled drifts (the `stream` section), landed into the workspace "
+        "as they would arrive in production."
     ),
     no_args_is_help=True,
 )
@@ -62,6 +64,13 @@ def generate(
     from tasks import stream as st
 
     cfg, ws = options.load(config)
+    if _pulls_from_source(cfg):
+        from ctcd.errors import UsageError
+
+        raise UsageError(
+            f"dataset.source is a {cfg.dataset.source.kind} source: `ctcd data land` pulls its batches "
+            "(`generate` writes the built-in stream)"
+        )
     base = st.stream_config(cfg)
     overrides = {k: v for k, v in {"rows_per_day": rows_per_day, "seed": seed}.items() if v is not None}
     if overrides:
@@ -86,9 +95,18 @@ def generate(
     entries = st.generate_stream(cfg, ws, days=n_days, on_batch=progress)
     typer.echo(f"wrote {len(entries)} batch(es) and {st.stream_dir(ws) / 'manifest.json'}")
     if land:
-        _print_landing(st.land_due(cfg, ws, entries[-1].date), ws)
+        from ctcd.batches import ingest_lock
+
+        with ingest_lock(ws):
+            landing = st.land_due(cfg, ws, entries[-1].date)
+        _print_landing(landing, ws)
     else:
         typer.echo("nothing landed (--no-land): run `ctcd data land --through YYYY-MM-DD`")
+
+
+def _pulls_from_source(cfg: CtcdConfig) -> bool:
+    source = cfg.dataset.source
+    return source is not None and source.kind != "stream"
 
 
 @data_app.command("land")
@@ -96,22 +114,40 @@ def land(
     through: str | None = typer.Option(
         None,
         "--through",
-        help="Land what is due on this date, YYYY-MM-DD (default: the last generated day).",
+        help="Land batches up to this batch id (the stream: a date, YYYY-MM-DD; default: everything there).",
     ),
     config: Path | None = options.ConfigOption,
 ) -> None:
-    """Copy generated batches dated up to --through into landing/, and the labels that have arrived."""
+    """Copy new batches (ids up to --through) into landing/, and the labels that have arrived."""
+    from ctcd.batches import ingest_lock
     from ctcd.errors import UsageError
     from tasks import stream as st
 
-    day = _parse_day(through) if through else None
     cfg, ws = options.load(config)
+    if _pulls_from_source(cfg):
+        from ctcd.sources import pull
+
+        with ingest_lock(ws):
+            pulled = pull(cfg, ws, through)
+        for batch_id in pulled.landed:
+            typer.echo(f"  landed features {batch_id}")
+        for batch_id in pulled.labels_landed:
+            typer.echo(f"  landed labels   {batch_id}")
+        typer.echo(
+            f"landed {len(pulled.landed)} batch(es) into {ws.landing} and {len(pulled.labels_landed)} "
+            f"label file(s) into {ws.labels} (through {through or 'the last batch'}; "
+            f"{pulled.already_there} already landed, {len(pulled.not_yet)} batch(es) after --through, "
+            f"labels of {len(pulled.labels_pending)} batch(es) not due yet)"
+        )
+        return
+    day = _parse_day(through) if through else None
     st.stream_config(cfg)
     manifest = st.read_manifest(ws)
     if manifest is None or not manifest.batches:
         raise UsageError(f"no generated stream in {st.stream_dir(ws)}: run `ctcd data generate` first")
     today = day or manifest.batches[-1].date
-    report = st.land_due(cfg, ws, today)
+    with ingest_lock(ws):
+        report = st.land_due(cfg, ws, today)
     for batch_id in report.features_landed:
         typer.echo(f"  landed features {batch_id}")
     for batch_id in report.labels_landed:
@@ -124,10 +160,13 @@ def status(
     as_json: bool = options.JsonOption,
     config: Path | None = options.ConfigOption,
 ) -> None:
-    """Show what is generated and where each batch is: stream, landing, validated or quarantine."""
+    """Show every batch and where it is: at the source (or stream), landing, validated or quarantine."""
     from tasks import stream as st
 
-    _, ws = options.load(config)
+    cfg, ws = options.load(config)
+    if (cfg.dataset.source is None and cfg.stream is None) or _pulls_from_source(cfg):
+        _source_status(cfg, ws, as_json)
+        return
     report = st.stream_status(ws)
     if as_json:
         typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -143,6 +182,35 @@ def status(
         typer.echo(
             f"  {b.batch_id:<10}  {b.day:>3}  {b.features_at:<11}  {labels:<6}  {', '.join(b.events) or '-'}"
         )
+
+
+def _source_status(cfg: CtcdConfig, ws: Workspace, as_json: bool) -> None:
+    """`ctcd data status` for `dataset.source`, or for files landed by hand when there is none."""
+    from ctcd.sources import source_status
+
+    report = source_status(cfg, ws)
+    if as_json:
+        typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    counts = {place: sum(b.at == place for b in report.batches) for place in ("source", "landing")}
+    counts |= {place: sum(b.at == place for b in report.batches) for place in ("validated", "quarantine")}
+    summary = ", ".join(f"{name} {n}" for name, n in counts.items())
+    labelled = sum(b.labels for b in report.batches)
+    if report.kind == "landing":
+        typer.echo(
+            f"no dataset.source configured: batches are the files landed in {report.location}; "
+            f"{len(report.batches)} batch(es) ({summary}), labels for {labelled}"
+        )
+    else:
+        typer.echo(
+            f"source ({report.kind}): {report.location}; {len(report.batches)} batch(es) ({summary}), "
+            f"labels for {labelled}"
+        )
+    if report.batches:
+        width = max(10, *(len(b.batch_id) for b in report.batches))
+        typer.echo(f"  {'batch':<{width}}  {'at':<10}  labels")
+        for b in report.batches:
+            typer.echo(f"  {b.batch_id:<{width}}  {b.at:<10}  {'yes' if b.labels else 'no'}")
 
 
 def register(app: typer.Typer) -> None:

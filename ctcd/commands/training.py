@@ -45,7 +45,9 @@ def _training(config: Path | None, reason: str, window_start: str | None) -> Tra
 
 def run(
     through: str | None = typer.Option(
-        None, "--through", help="Land and validate only batches up to this date (YYYY-MM-DD); default: all."
+        None,
+        "--through",
+        help="Land and validate only batches up to this batch id (the stream: a date); default: all.",
     ),
     config: Path | None = options.ConfigOption,
 ) -> None:

@@ -30,6 +30,7 @@ def validate(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run the data gate on batch files, moving each to validated/ or quarantine/; exit 1 on a rejection."""
+    from ctcd.batches import ingest_lock
     from ctcd.errors import BatchRejected, UsageError
     from flows.ingest import judge_batch_file, open_data_gate
     from tasks.validation import failure_lines
@@ -40,9 +41,10 @@ def validate(
             raise UsageError(f"{path} is not a file")
         if path.resolve().parent in (ws.validated.resolve(), ws.quarantine.resolve()):
             raise UsageError(f"{path} was already judged: use `ctcd batch show` or `ctcd batch release`")
-    gate = open_data_gate(cfg, ws)
-    records = [judge_batch_file(cfg, ws, path, gate) for path in paths]
-    gate.publish_docs()
+    with ingest_lock(ws):  # the gate's GX project and the data areas: one writer at a time
+        gate = open_data_gate(cfg, ws)
+        records = [judge_batch_file(cfg, ws, path, gate) for path in paths]
+        gate.publish_docs()
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json", exclude={"result"}) for r in records], indent=2))
     else:
