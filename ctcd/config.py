@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 
 
 class SourceLabels(_Strict):
-    """Where a source's labels come from, and when they arrive (counted in the source's batches).
+    """Where a source's labels come from; they arrive `dataset.label_delay_batches` batches later.
 
     No `path`, `table` or `query`: the batch's own target column (stripped from the landed features).
     `path`: label files (Parquet or CSV, `dataset.id_column` + `dataset.target`): a file named
@@ -34,9 +34,6 @@ class SourceLabels(_Strict):
     path: str | None = None
     table: str | None = None
     query: str | None = None
-    delay_batches: int = Field(
-        default=0, ge=0, description="labels of batch k arrive when batch k + delay_batches has landed"
-    )
 
     @model_validator(mode="after")
     def _one_place(self) -> SourceLabels:

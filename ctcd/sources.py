@@ -11,8 +11,8 @@ as strings (ISO dates and months sort in time order). Callers hold `batches.inge
 
 Labels (`source.labels`) come from the batch's own target column (stripped from the landed features), from
 label files or from a SQL table/query, keyed by `dataset.id_column`. They are written to
-`labels/<batch_id>.parquet` when batch k + `delay_batches` has landed. Until then the batch's ids (and
-its labels, when they came with it) wait in `$CTCD_HOME/source/pending-labels/`.
+`labels/<batch_id>.parquet` when batch k + `dataset.label_delay_batches` has landed. Until then the
+batch's ids (and its labels, when they came with it) wait in `$CTCD_HOME/source/pending-labels/`.
 """
 
 from __future__ import annotations
@@ -486,7 +486,8 @@ def _land_one(cfg: CtcdConfig, ws: Workspace, batch: Batch) -> None:
 def _land_due_labels(cfg: CtcdConfig, ws: Workspace, order: list[str]) -> tuple[list[str], list[str]]:
     """Write the labels that are due into labels/; return (arrived, still pending) batch ids.
 
-    Labels of batch k are due once batch k + delay_batches (in batch id order) is landed or filed.
+    Labels of batch k are due once batch k + dataset.label_delay_batches (in batch id order) is landed
+    or filed.
     """
     labels: SourceLabels | None = getattr(cfg.dataset.source, "labels", None)
     pending = sorted(_pending_dir(ws).glob("*.parquet"))
@@ -500,7 +501,7 @@ def _land_due_labels(cfg: CtcdConfig, ws: Workspace, order: list[str]) -> tuple[
         if labels_file(ws, batch_id) is not None:  # already there (landed by hand, or by an earlier pull)
             path.unlink()
             continue
-        k = position[batch_id] + labels.delay_batches
+        k = position[batch_id] + cfg.dataset.label_delay_batches
         if k >= len(ids) or not is_landed_or_filed(ws, ids[k]):
             waiting.append(batch_id)
             continue

@@ -32,6 +32,7 @@ def _config(tmp_path: Path, source: dict, **dataset: object) -> Path:
             "id_column": "id",
             "numerical_features": ["x"],
             "source": source,
+            "label_delay_batches": 0,
             **dataset,
         },
         "gates": {"data": {"suite": "suite.json"}},
@@ -104,8 +105,8 @@ def test_memory_fsspec_source_with_labels_from_the_batch_column_after_one_batch(
     for i, day in enumerate(days):
         with fs.open(f"{root}/{day}.parquet", "wb") as f:
             _toy(100 * i).to_parquet(f, index=False)
-    source = {"kind": "files", "path": root, "labels": {"delay_batches": 1}}
-    cfg = load_config(_config(tmp_path, source))
+    source = {"kind": "files", "path": root, "labels": {}}
+    cfg = load_config(_config(tmp_path, source, label_delay_batches=1))
 
     first = sources.pull(cfg, workspace, through="2026-03-01")
     assert first.landed == ["2026-03-01"] and first.labels_landed == [] and first.labels_pending == days[:1]
@@ -204,9 +205,9 @@ def test_sqlite_query_source_with_the_label_in_the_rows(workspace: Workspace, tm
         "url": f"sqlite:///{db}",
         "query": "SELECT id, week, x, y FROM t WHERE id >= 2",
         "batch_column": "week",
-        "labels": {"delay_batches": 1},
+        "labels": {},
     }
-    cfg = load_config(_config(tmp_path, source))
+    cfg = load_config(_config(tmp_path, source, label_delay_batches=1))
     report = sources.pull(cfg, workspace)
     assert report.landed == ["w02", "w03"] and report.labels_landed == ["w02"]
     relative = load_config(_config(tmp_path, {**source, "url": "sqlite:///q.db"}))
@@ -280,9 +281,11 @@ def test_real_bank_marketing_file_becomes_26_monthly_batches(workspace: Workspac
         "sep": ";",
         "id_from_row_number": True,
         "split": {"column": "month", "kind": "month_name", "start": "2008-05"},
-        "labels": {"delay_batches": 1},
+        "labels": {},
     }
-    cfg = load_config(_config(tmp_path, source, id_column="row_id", numerical_features=["age"]))
+    cfg = load_config(
+        _config(tmp_path, source, id_column="row_id", numerical_features=["age"], label_delay_batches=1)
+    )
     found = sources.list_batches(cfg)
     ids = [b.batch_id for b in found]
     sizes = [len(b.frame) for b in found]
@@ -363,7 +366,7 @@ def test_cli_land_and_status_for_a_source(workspace: Workspace, tmp_path: Path):
     src.mkdir()
     for i, day in enumerate(("2026-06-01", "2026-06-02", "2026-06-03")):
         _toy(10 * i).to_parquet(src / f"{day}.parquet", index=False)
-    path = str(_config(tmp_path, {"kind": "files", "path": str(src), "labels": {"delay_batches": 1}}))
+    path = str(_config(tmp_path, {"kind": "files", "path": str(src), "labels": {}}, label_delay_batches=1))
 
     land = runner.invoke(app, ["data", "land", "--through", "2026-06-02", "-c", path])
     assert land.exit_code == 0, land.output
