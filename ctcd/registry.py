@@ -192,16 +192,37 @@ def load_model(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> Any:
     return mlflow.sklearn.load_model(ref.uri)
 
 
+def text_categories(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> dict[str, bool]:
+    """Which categorical features a model version takes as text (per its logged signature).
+
+    A column the signature does not type as text (or a model without a signature) takes numbers.
+    """
+    import mlflow.models
+
+    connect(cfg, ws)
+    try:
+        signature = mlflow.models.get_model_info(ref.uri).signature
+    except Exception as exc:
+        raise WorkFailed(
+            f"cannot read the signature of model version {ref.version}: {_first_line(exc)}"
+        ) from exc
+    types = {}
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        types = {str(k): getattr(v, "name", str(v)) for k, v in signature.inputs.input_types_dict().items()}
+    return {c: types.get(c) == "string" for c in cfg.dataset.categorical_features}
+
+
 def positive_class_index(cfg: CtcdConfig, ref: ModelRef, model: Any) -> int:
     """The column of `model.predict_proba` that holds `dataset.positive_label`, or WorkFailed."""
     import numpy as np
 
     classes = np.asarray(model.classes_)
-    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
+    # Models are fitted on "label is positive_label" (tasks/model.py): class 1 is the positive label.
+    matches = np.flatnonzero(classes == 1)
     if len(matches) != 1:
         raise WorkFailed(
-            f"model version {ref.version} predicts classes {classes.tolist()}, "
-            f"which lack positive_label {cfg.dataset.positive_label}"
+            f"model version {ref.version} predicts classes {classes.tolist()}, not 0/1 (1: the label is "
+            f"positive_label {cfg.dataset.positive_label!r}): it was not trained by ctcd"
         )
     return int(matches[0])
 
@@ -425,7 +446,9 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES)]
+    # HistGradientBoosting's categorical support holds functools.partial(sklearn's check_array); skops
+    # lists the function a partial wraps on its own, so a partial of anything else is still refused.
+    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t != "functools.partial"]
     if unknown:
         raise WorkFailed(
             f"the model holds types {unknown} that ctcd will not register: use XGBoost or scikit-learn"

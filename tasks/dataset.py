@@ -14,10 +14,11 @@ from datetime import date
 
 import pandas as pd
 
+from ctcd import columns
 from ctcd.config import DatasetConfig, TrainingConfig
 from ctcd.errors import WorkFailed
 
-BATCH_COLUMN = "_batch_id"
+BATCH_COLUMN = columns.BATCH  # internal: never clashes with a dataset column
 MIN_TRAIN_ROWS = 20
 
 

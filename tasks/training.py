@@ -21,6 +21,7 @@ from tasks.model import (
     build_model,
     candidate_kind,
     features_frame,
+    final_estimator,
     positive_proba,
     target_vector,
 )
@@ -130,12 +131,16 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
     start = time.perf_counter()
     if kind == "xgboost":
         model = build_model(cfg, kind, params, device.device)
-        model.set_params(early_stopping_rounds=cfg.model.early_stopping_rounds)
-        model.fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False)
-        best_iteration = int(model.best_iteration) if hasattr(model, "best_iteration") else None
+        # The encoding step learns the categories on train only; the validation set early stopping
+        # watches goes through the same fitted step.
+        columns, clf = model.steps[0][1], final_estimator(model)
+        clf.set_params(early_stopping_rounds=cfg.model.early_stopping_rounds)
+        X_fit = columns.fit_transform(X_train)
+        clf.fit(X_fit, y_train, eval_set=[(columns.transform(X_val), y_val)], verbose=False)
+        best_iteration = int(clf.best_iteration) if hasattr(clf, "best_iteration") else None
         # The registered model must serve on CPU whatever it was trained on, and refit without a
         # validation set; predictions keep using the best iteration.
-        model.set_params(device="cpu", early_stopping_rounds=None)
+        clf.set_params(device="cpu", early_stopping_rounds=None)
     else:
         model = build_model(cfg, kind, {**cfg.model.params, **params})
         model.fit(X_train, y_train)
