@@ -439,6 +439,10 @@ def pip_requirements() -> list[str]:
 
 
 _TRUSTED_MODULES = ("xgboost.", "sklearn.")
+# Also held by scikit-learn models: SimpleImputer keeps a numpy.dtype (a descriptor, no code), and
+# HistGradientBoosting's categorical support a functools.partial of sklearn's check_array (skops lists the
+# function a partial wraps on its own, so a partial of anything else is still refused).
+_TRUSTED_TYPES = frozenset({"numpy.dtype", "functools.partial"})
 
 
 def trusted_types(model: Any) -> list[str]:
@@ -446,9 +450,7 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    # HistGradientBoosting's categorical support holds functools.partial(sklearn's check_array); skops
-    # lists the function a partial wraps on its own, so a partial of anything else is still refused.
-    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t != "functools.partial"]
+    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t not in _TRUSTED_TYPES]
     if unknown:
         raise WorkFailed(
             f"the model holds types {unknown} that ctcd will not register: use XGBoost or scikit-learn"

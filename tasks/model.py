@@ -149,14 +149,9 @@ def _sklearn_pipeline(cfg: CtcdConfig, kind: ModelKind, params: dict[str, Any]) 
                     make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
                     ds.numerical_features,
                 ),
-                (
-                    "cat",
-                    make_pipeline(
-                        SimpleImputer(strategy="most_frequent"),
-                        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                    ),
-                    ds.categorical_features,
-                ),
+                # A missing category is a category of its own; an unknown one is all zeros. (No imputer:
+                # on text columns it holds a numpy.dtype, which the registry's skops check refuses.)
+                ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ds.categorical_features),
             ]
         )
         clf: Any = LogisticRegression(max_iter=1000, random_state=seed)
