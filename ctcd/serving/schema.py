@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from ctcd.errors import ConfigError
 
@@ -116,8 +116,29 @@ FINITE = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 CATEGORY = Annotated[str, Field(max_length=1000)] | FINITE
 
 
-def _feature_type(rule: ColumnRule | None, categorical: bool = False, reject_unknown: bool = True) -> Any:
-    if categorical and not (reject_unknown and rule is not None and rule.allowed):
+def _known_category(column: str, allowed: tuple[Any, ...]) -> Any:
+    """A category field that refuses values outside `allowed`, naming the column and the value."""
+    from ctcd.features import category_text
+
+    known = {category_text(v) for v in allowed}
+    listed = ", ".join(repr(v) for v in allowed[:10]) + (", ..." if len(allowed) > 10 else "")
+
+    def check(value: Any) -> Any:
+        if category_text(value) not in known:
+            raise ValueError(
+                f"unknown category {category_text(value)!r} for {column}; the data contract allows {listed}"
+            )
+        return value
+
+    return Annotated[CATEGORY, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+
+
+def _feature_type(
+    rule: ColumnRule | None, categorical: bool = False, reject_unknown: bool = True, column: str = ""
+) -> Any:
+    if categorical:
+        if reject_unknown and rule is not None and rule.allowed:
+            return _known_category(column, rule.allowed)
         return CATEGORY
     if rule is not None and rule.allowed:
         return Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
@@ -142,7 +163,7 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
     reject = cfg.serving.unknown_category == "reject"
     categorical = set(ds.categorical_features)
     row_fields: dict[str, Any] = {
-        name: (_feature_type(rules.get(name), name in categorical, reject), ...) for name in ds.features
+        name: (_feature_type(rules.get(name), name in categorical, reject, name), ...) for name in ds.features
     }
     for name in (ds.target, ds.timestamp_column):
         if name:
