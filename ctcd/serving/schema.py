@@ -114,6 +114,8 @@ def _tighter(current: float | None, new: Any, pick: Any) -> float | None:
 
 FINITE = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 CATEGORY = Annotated[str, Field(max_length=1000)] | FINITE
+# The dataset's own target and timestamp, when a client sends a row copied from a data file (ignored).
+COPIED = str | int | float | bool | None
 
 
 def _known_category(column: str, allowed: tuple[Any, ...]) -> Any:
@@ -167,7 +169,7 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
     }
     for name in (ds.target, ds.timestamp_column):
         if name:
-            row_fields[name] = (Any, Field(default=None, exclude=True, description="accepted and ignored"))
+            row_fields[name] = (COPIED, Field(default=None, exclude=True, description="accepted and ignored"))
     row_fields[ds.id_column] = (
         ROW_ID,
         Field(default=None, description="the row's id, stored with the prediction so labels can join"),
