@@ -126,6 +126,13 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
     X_train, y_train = features_frame(split.train, ds), target_vector(split.train, ds)
     X_val, y_val = features_frame(split.validation, ds), target_vector(split.validation, ds)
     if y_train.nunique() < 2:
+        seen = split.train[ds.target].dropna().unique().tolist()
+        if y_train.sum() == 0 and len(seen) > 1:
+            shown = ", ".join(repr(v) for v in seen[:5])
+            raise WorkFailed(
+                f"no training label equals dataset.positive_label {ds.positive_label!r} (labels seen: "
+                f'{shown}): set positive_label to one of them (quote text, e.g. "yes")'
+            )
         raise WorkFailed("the training rows hold one class only: widen training.window_days")
     kind = candidate_kind(cfg)
     start = time.perf_counter()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ctcd.config import CtcdConfig
+from ctcd.errors import WorkFailed
 from ctcd.registry import trusted_types
 from tasks import dataset, drift, evaluation, model_gate, training
 from tasks.model import build_model, features_frame, positive_proba, target_vector
@@ -187,3 +188,11 @@ def test_monitoring_joins_text_labels_and_a_feature_named_day(cfg, split):
     shifted = logged.assign(color="red")
     moved = drift.covariate_shift(reference, shifted, ds, policy)
     assert "color" in moved.drifted
+
+
+def test_a_positive_label_no_row_has_is_a_one_line_error_naming_the_labels(cfg, split):
+    wrong = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"positive_label": 1})})
+    with pytest.raises(WorkFailed) as err:
+        training.fit_candidate(wrong, split, {}, training.choose_device("cpu"))
+    message = str(err.value)
+    assert "\n" not in message and "positive_label 1" in message and "'yes'" in message
