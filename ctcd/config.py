@@ -265,7 +265,7 @@ class ServingConfig(_Strict):
     unknown_category: Literal["reject", "warn"] = Field(
         default="reject",
         description="a categorical value outside the data contract's value set: reject (400 naming the "
-        "column and value) or warn (served, logged; the model treats it as missing)",
+        "column and value) or warn (served and logged; the model treats it as a category it never saw)",
     )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
     log_flush_rows: int = Field(default=500, ge=1)

@@ -2,9 +2,9 @@
 
 Each feature becomes a typed, required field: numerical features are finite floats; categorical features
 are text or finite numbers (int-coded categories), and only the values the data contract allows when it
-lists them and `serving.unknown_category` is `reject` (the default; `warn` serves an unknown category, logs
-it, and the model treats it as missing). The data contract is the Great Expectations suite at
-`cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
+lists them and `serving.unknown_category` is `reject` (the default; `warn` serves an unknown category and
+logs it, and the model treats it as a category it never saw). The data contract is the Great Expectations
+suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
 `expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses (`mostly` < 1)
 or only warn (`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry
 the dataset's target and timestamp columns (a copy of a data file's row): they are accepted and ignored.

@@ -437,7 +437,7 @@ def _warn_unknown(raw: Any) -> None:
             f"{column}: {', '.join(map(repr, values[:5]))}" for column, values in found.items()
         )
         logger.warning(
-            "served rows with categories outside the data contract (treated as missing): %s", listed
+            "served rows with categories outside the data contract (unseen by the model): %s", listed
         )
 
 
