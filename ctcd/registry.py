@@ -381,7 +381,7 @@ def _log_run_contents_loud(cfg: CtcdConfig, run: CandidateRun) -> Any:
     import mlflow
     import mlflow.data
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.utils import _infer_schema
 
     mlflow.log_params({k: _param_value(v) for k, v in run.params.items()})
@@ -420,13 +420,28 @@ def _log_run_contents_loud(cfg: CtcdConfig, run: CandidateRun) -> Any:
     return mlflow.sklearn.log_model(
         run.model,
         name="model",
-        signature=infer_signature(example, run.model.predict(example)),
+        signature=ModelSignature(
+            inputs=input_schema(example), outputs=infer_signature(example, run.model.predict(example)).outputs
+        ),
         input_example=example,
         registered_model_name=cfg.registered_model_name,
         serialization_format="skops",
         skops_trusted_types=trusted_types(run.model),
         # Given explicitly: inferring them imports the model in a subprocess (tens of seconds).
         pip_requirements=pip_requirements(),
+    )
+
+
+def input_schema(example: pd.DataFrame) -> Any:
+    """The signature's inputs, typed from the model input's dtypes (not inferred from a few example values,
+    which may all be missing): text columns `string`, the rest `double` (`text_categories` reads it back)."""
+    from mlflow.types import ColSpec, Schema
+
+    return Schema(
+        [
+            ColSpec("string" if example[c].dtype == object else "double", str(c), required=False)
+            for c in example.columns
+        ]
     )
 
 

@@ -29,7 +29,7 @@ from benchmarks.ct_simulation import (
 )
 from ctcd.config import CtcdConfig, ScenarioEvent, load_config
 from tasks import policy, training
-from tasks.drift import join_labels
+from tasks.drift import DAY, join_labels
 from tests.conftest import REPO
 
 WARMUP = 3
@@ -138,7 +138,7 @@ def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
     assert {"request_id", "served_at", "probability", "prediction", "model_version"} <= set(log.columns)
     joined = join_labels(log, served.labels, cfg.dataset)
     assert len(joined) == len(log)
-    assert set(joined["day"]) == {served.date}
+    assert set(joined[DAY]) == {served.date}
     # the day it was served, none of its labels are visible to the policy; the next day all of them are
     logs = {served.day: log}
     outcome = monitor(scenario, served.day, champion, logs, policy.PolicyState())

@@ -196,3 +196,19 @@ def test_a_positive_label_no_row_has_is_a_one_line_error_naming_the_labels(cfg, 
         training.fit_candidate(wrong, split, {}, training.choose_device("cpu"))
     message = str(err.value)
     assert "\n" not in message and "positive_label 1" in message and "'yes'" in message
+
+
+def test_the_signature_types_a_text_column_whose_example_values_are_all_missing(cfg, split):
+    from ctcd.registry import input_schema
+
+    example = features_frame(split.test.head(5), cfg.dataset)
+    example["store"] = np.nan
+    example["store"] = example["store"].astype(object)
+    types = {c.name: c.type.name for c in input_schema(example).inputs}
+    assert types == {
+        "price": "double",
+        "day": "double",
+        "color": "string",
+        "store": "string",
+        "channel": "double",
+    }
