@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ctcd import columns
 from ctcd.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -143,7 +144,11 @@ class DatasetConfig(_Strict):
     timestamp_column: str | None = None
     numerical_features: list[str] = Field(default_factory=list)
     categorical_features: list[str] = Field(default_factory=list)
-    positive_label: int = 1
+    positive_label: str | bool | int = Field(
+        default=1,
+        description="the label models predict the probability of: text, true/false or an integer "
+        "(quote text that YAML would read otherwise: 'yes', 'no', 'on', '1')",
+    )
     label_delay_batches: int = Field(
         default=1, ge=0, description="batches after its own that a batch's labels arrive (monitoring)"
     )
@@ -170,6 +175,13 @@ class DatasetConfig(_Strict):
             seen.add(col)
         if self.timestamp_column and self.timestamp_column in seen:
             raise ValueError(f"timestamp_column {self.timestamp_column!r} is also declared as another column")
+        declared = [*seen, *([self.timestamp_column] if self.timestamp_column else [])]
+        clashes = [c for c in declared if columns.reserved_clash(c)]
+        if clashes:
+            raise ValueError(
+                f"column(s) {clashes} use names ctcd reserves ({', '.join(columns.RESERVED)} and the prefix "
+                f"{columns.INTERNAL_PREFIX}): rename those columns in the data and the config"
+            )
         unknown = [c for c in self.slice_columns if c not in self.features]
         if unknown:
             raise ValueError(f"slice_columns {unknown} are not features of the dataset")
@@ -366,6 +378,11 @@ class ServingConfig(_Strict):
         default=5000, ge=50, description="adaptive batching refuses (503) requests queued longer than this"
     )
     max_request_rows: int = Field(default=1000, ge=1)
+    unknown_category: Literal["reject", "warn"] = Field(
+        default="reject",
+        description="a categorical value outside the data contract's value set: reject (400 naming the "
+        "column and value) or warn (served and logged; the model treats it as a category it never saw)",
+    )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
     log_flush_rows: int = Field(default=500, ge=1)
     log_flush_seconds: float = Field(default=2.0, gt=0)

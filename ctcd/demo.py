@@ -214,6 +214,8 @@ def live_accuracy(cfg: CtcdConfig, ws: Workspace, day: date, labels: Path | None
     """
     import pandas as pd
 
+    from ctcd.columns import PREDICTION
+    from ctcd.features import is_positive
     from ctcd.prediction_log import read_predictions
 
     served = read_predictions(ws, start=day, end=day)
@@ -225,7 +227,8 @@ def live_accuracy(cfg: CtcdConfig, ws: Workspace, day: date, labels: Path | None
     joined = served.merge(labels, on=ds.id_column, how="inner")
     if joined.empty:
         return None
-    return float((joined["prediction"] == joined[ds.target]).mean())
+    positive = is_positive(joined[ds.target], ds.positive_label)
+    return float((joined[PREDICTION].astype(int) == positive).mean())
 
 
 def wait_for_triggered_run(since: datetime, appear_timeout: float, finish_timeout: float) -> Any | None:

@@ -21,6 +21,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctcd.columns import LOG_COLUMNS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ctcd.prediction_log")
 
-BASE_COLUMNS = ["request_id", "served_at", "probability", "prediction", "model_version"]
+BASE_COLUMNS = list(LOG_COLUMNS)
 PARTITION_PREFIX = "date="
 FAILED_SUFFIX = ".failed.jsonl"
 _INT64 = range(-(2**63), 2**63)
@@ -163,12 +165,17 @@ def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -
 
 def _one_type(values: pd.Series) -> pd.Series:
     # Ids may arrive as JSON ints or strings; one Parquet column holds one type, so mixed ids become str,
-    # and so do ints beyond int64, which Parquet cannot hold.
-    kinds = {type(v) for v in values if v is not None}
-    too_wide = any(isinstance(v, int) and v not in _INT64 for v in values)
+    # and so do ints beyond int64, which Parquet cannot hold. Missing values (None, NaN) stay missing.
+    present = [v for v in values if not _missing(v)]
+    kinds = {type(v) for v in present}
+    too_wide = any(isinstance(v, int) and v not in _INT64 for v in present)
     if len(kinds) <= 1 and not too_wide:
         return values
-    return values.map(lambda v: None if v is None else str(v))
+    return values.map(lambda v: None if _missing(v) else str(v))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _rows(chunk: pd.DataFrame | dict[str, Any]) -> list[dict[str, Any]]:

@@ -193,16 +193,37 @@ def load_model(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> Any:
     return mlflow.sklearn.load_model(ref.uri)
 
 
+def text_categories(cfg: CtcdConfig, ws: Workspace, ref: ModelRef) -> dict[str, bool]:
+    """Which categorical features a model version takes as text (per its logged signature).
+
+    A column the signature does not type as text (or a model without a signature) takes numbers.
+    """
+    import mlflow.models
+
+    connect(cfg, ws)
+    try:
+        signature = mlflow.models.get_model_info(ref.uri).signature
+    except Exception as exc:
+        raise WorkFailed(
+            f"cannot read the signature of model version {ref.version}: {_first_line(exc)}"
+        ) from exc
+    types = {}
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        types = {str(k): getattr(v, "name", str(v)) for k, v in signature.inputs.input_types_dict().items()}
+    return {c: types.get(c) == "string" for c in cfg.dataset.categorical_features}
+
+
 def positive_class_index(cfg: CtcdConfig, ref: ModelRef, model: Any) -> int:
     """The column of `model.predict_proba` that holds `dataset.positive_label`, or WorkFailed."""
     import numpy as np
 
     classes = np.asarray(model.classes_)
-    matches = np.flatnonzero(classes == cfg.dataset.positive_label)
+    # Models are fitted on "label is positive_label" (tasks/model.py): class 1 is the positive label.
+    matches = np.flatnonzero(classes == 1)
     if len(matches) != 1:
         raise WorkFailed(
-            f"model version {ref.version} predicts classes {classes.tolist()}, "
-            f"which lack positive_label {cfg.dataset.positive_label}"
+            f"model version {ref.version} predicts classes {classes.tolist()}, not 0/1 (1: the label is "
+            f"positive_label {cfg.dataset.positive_label!r}): it was not trained by ctcd"
         )
     return int(matches[0])
 
@@ -361,7 +382,7 @@ def _log_run_contents_loud(cfg: CtcdConfig, run: CandidateRun) -> Any:
     import mlflow
     import mlflow.data
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.utils import _infer_schema
 
     mlflow.log_params({k: _param_value(v) for k, v in run.params.items()})
@@ -400,13 +421,28 @@ def _log_run_contents_loud(cfg: CtcdConfig, run: CandidateRun) -> Any:
     return mlflow.sklearn.log_model(
         run.model,
         name="model",
-        signature=infer_signature(example, run.model.predict(example)),
+        signature=ModelSignature(
+            inputs=input_schema(example), outputs=infer_signature(example, run.model.predict(example)).outputs
+        ),
         input_example=example,
         registered_model_name=cfg.registered_model_name,
         serialization_format="skops",
         skops_trusted_types=trusted_types(run.model),
         # Given explicitly: inferring them imports the model in a subprocess (tens of seconds).
         pip_requirements=pip_requirements(),
+    )
+
+
+def input_schema(example: pd.DataFrame) -> Any:
+    """The signature's inputs, typed from the model input's dtypes (not inferred from a few example values,
+    which may all be missing): text columns `string`, the rest `double` (`text_categories` reads it back)."""
+    from mlflow.types import ColSpec, Schema
+
+    return Schema(
+        [
+            ColSpec("string" if example[c].dtype == object else "double", str(c), required=False)
+            for c in example.columns
+        ]
     )
 
 
@@ -419,6 +455,10 @@ def pip_requirements() -> list[str]:
 
 
 _TRUSTED_MODULES = ("xgboost.", "sklearn.")
+# Also held by scikit-learn models: SimpleImputer keeps a numpy.dtype (a descriptor, no code), and
+# HistGradientBoosting's categorical support a functools.partial of sklearn's check_array (skops lists the
+# function a partial wraps on its own, so a partial of anything else is still refused).
+_TRUSTED_TYPES = frozenset({"numpy.dtype", "functools.partial"})
 
 
 def trusted_types(model: Any) -> list[str]:
@@ -426,7 +466,7 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES)]
+    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t not in _TRUSTED_TYPES]
     if unknown:
         raise WorkFailed(
             f"the model holds types {unknown} that ctcd will not register: use XGBoost or scikit-learn"

@@ -29,6 +29,7 @@ import tasks.training as training_module
 from ctcd import batches, registry
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import WorkFailed
+from ctcd.features import model_input
 from ctcd.workspace import Workspace
 from tasks import dataset, evaluation, model_gate, training
 from tasks.dataset import BatchInput, Split
@@ -234,7 +235,9 @@ def score_champion(cfg: CtcdConfig, ws: Workspace, split: Split) -> tuple[regist
     if ref is None:
         return None, None
     champion = registry.load_model(cfg, ws, ref)
-    return ref, positive_proba(champion, features_frame(split.test, cfg.dataset))
+    # In the form the champion was trained on (its signature), should a categorical have changed type.
+    X = model_input(split.test, cfg.dataset, registry.text_categories(cfg, ws, ref))
+    return ref, positive_proba(champion, X)
 
 
 @task(name="gate", cache_policy=NO_CACHE)

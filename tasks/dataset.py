@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ctcd import cadence
+from ctcd import cadence, columns
 from ctcd.config import DatasetConfig, TrainingConfig
 from ctcd.errors import WorkFailed
 
-BATCH_COLUMN = "_batch_id"
+BATCH_COLUMN = columns.BATCH  # internal: never clashes with a dataset column
 MIN_TRAIN_ROWS = 20
 
 

@@ -1,10 +1,11 @@
 """Scale-out training for data that outgrows one machine: XGBoost on a Dask cluster (the `dask` extra).
 
 `train_on_dask` fits one model with `xgboost.dask` on data partitioned across the cluster's workers, then
-returns it as the plain `XGBClassifier` every other part of ctcd uses (the Model contract of
-`tasks/model.py`), so evaluation, the registry and serving do not change. `dask_task_runner` gives a flow
-prefect-dask's `DaskTaskRunner` on the same cluster, so independent tasks (the search's candidates) run
-on its workers. Dask is imported only inside the functions: without the extra, ctcd works as before.
+returns it as the same Pipeline (category encoding, then a plain `XGBClassifier`) every other part of ctcd
+uses (the Model contract of `tasks/model.py`), so evaluation, the registry and serving do not change.
+`dask_task_runner` gives a flow prefect-dask's `DaskTaskRunner` on the same cluster, so independent tasks
+(the search's candidates) run on its workers. Dask is imported only inside the functions: without the
+extra, ctcd works as before.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ctcd.errors import DependencyUnavailable
-from tasks.model import features_frame, target_vector, xgboost_params
+from tasks.model import Model, category_codes, features_frame, target_vector, xgboost_params
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
     from prefect_dask import DaskTaskRunner
-    from xgboost import XGBClassifier
 
     from ctcd.config import CtcdConfig
 
@@ -32,7 +32,7 @@ INSTALL_HINT = "install the scale-out extra: pip install -e '.[dask]' (prefect-d
 class DistributedFit:
     """A model trained across a Dask cluster, and how the work was spread."""
 
-    model: XGBClassifier
+    model: Model
     workers: int
     partitions: int
     rows: int
@@ -68,12 +68,13 @@ def train_on_dask(
     params: dict[str, Any] | None = None,
     device: str = "cpu",
 ) -> DistributedFit:
-    """Fit XGBoost with `xgboost.dask` on the cluster behind `client`; return a local `XGBClassifier`.
+    """Fit XGBoost with `xgboost.dask` on the cluster behind `client`; return a local Model (a Pipeline).
 
     `train` and `valid` hold the dataset's features and target (column names from `cfg.dataset`); with
     `valid`, training stops early after `model.early_stopping_rounds` rounds without improvement.
     """
     require_dask()
+    from sklearn.pipeline import Pipeline
     from xgboost import XGBClassifier
     from xgboost import dask as dxgb
 
@@ -84,21 +85,36 @@ def train_on_dask(
     )
     model.client = client
     X = train.map_partitions(features_frame, ds)
+    columns = _fit_codes(ds, X)
+    meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in ds.features})
     y = train.map_partitions(target_vector, ds)
     eval_set = None
     if valid is not None:
-        eval_set = [(valid.map_partitions(features_frame, ds), valid.map_partitions(target_vector, ds))]
-    model.fit(X, y, eval_set=eval_set, verbose=False)
+        X_valid = valid.map_partitions(features_frame, ds).map_partitions(columns.transform, meta=meta)
+        eval_set = [(X_valid, valid.map_partitions(target_vector, ds))]
+    model.fit(X.map_partitions(columns.transform, meta=meta), y, eval_set=eval_set, verbose=False)
     # The booster holds the classes and the best iteration; the constructor keeps the parameters.
     local = XGBClassifier(**full_params)
     local.load_model(bytearray(model.get_booster().save_raw("json")))
     return DistributedFit(
-        model=local,
+        model=Pipeline([("columns", columns), ("classifier", local)]),
         workers=len(client.scheduler_info()["workers"]),
         partitions=train.npartitions,
         rows=len(train),
         best_iteration=getattr(local, "best_iteration", None),
     )
+
+
+def _fit_codes(ds: Any, X: dd.DataFrame) -> Any:
+    """The category encoding step fitted on every category of the distributed frame (one pass per column):
+    the same categories, in the same order, as fitting it on the whole frame in memory."""
+    seen = {c: X[c].dropna().unique().compute().tolist() for c in ds.categorical_features}
+    rows = max([1, *(len(v) for v in seen.values())])
+    sample = pd.DataFrame({c: [0.0] * rows for c in ds.numerical_features})
+    for c, values in seen.items():
+        padded = (values or [float("nan")]) * rows
+        sample[c] = pd.Series(padded[:rows], dtype="float64" if X[c].dtype == "float64" else object)
+    return category_codes(ds).fit(sample[ds.features])
 
 
 def dask_task_runner(cfg: CtcdConfig, local_workers: int = 2) -> DaskTaskRunner:

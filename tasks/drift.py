@@ -12,15 +12,16 @@ from __future__ import annotations
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from ctcd import cadence
+from ctcd import cadence, columns
 from ctcd.config import DatasetConfig, DriftPolicyConfig
 from ctcd.drift_report import ColumnDrift, ColumnKind, column_drift
+from ctcd.features import is_positive
 
-PROBABILITY = "probability"
-PREDICTION = "prediction"
-SERVED_AT = "served_at"
-MODEL_VERSION = "model_version"
-BATCH = "_ctcd_batch"  # the batch a prediction was served in (ctcd/cadence.py), added by monitoring
+PROBABILITY = columns.PROBABILITY
+PREDICTION = columns.PREDICTION  # 1 when the model predicted positive_label, else 0
+SERVED_AT = columns.SERVED_AT
+MODEL_VERSION = columns.MODEL_VERSION
+BATCH = columns.BATCH  # the batch a prediction was served in (ctcd/cadence.py), added by monitoring
 SIGNALS = ("covariate_shift", "prediction_drift", "prior_shift", "performance")
 
 
@@ -168,8 +169,8 @@ def prior_shift(
     rows = len(labelled)
     if rows < drift.min_labelled_rows or dataset.target not in reference:
         return PriorShift(evaluated=False, labelled_rows=rows, threshold=drift.prior_shift_threshold)
-    ref_rate = float((reference[dataset.target] == dataset.positive_label).mean())
-    cur_rate = float((labelled[dataset.target] == dataset.positive_label).mean())
+    ref_rate = float(is_positive(reference[dataset.target], dataset.positive_label).mean())
+    cur_rate = float(is_positive(labelled[dataset.target], dataset.positive_label).mean())
     change = cur_rate - ref_rate
     return PriorShift(
         evaluated=True,
@@ -200,7 +201,9 @@ def batch_accuracy(labelled: pd.DataFrame, dataset: DatasetConfig) -> list[Batch
     """Accuracy of each batch of the labelled predictions, oldest first."""
     if labelled.empty:
         return []
-    correct = labelled[PREDICTION].astype(int) == labelled[dataset.target].astype(int)
+    correct = labelled[PREDICTION].astype(int) == is_positive(
+        labelled[dataset.target], dataset.positive_label
+    )
     by_batch = correct.groupby(labelled[BATCH].astype(str)).agg(["size", "mean"])
     return [
         BatchScore(
@@ -245,8 +248,8 @@ def performance(
         )
     if "accuracy" not in base:
         return Performance(evaluated=False, note="the champion's evaluation has no accuracy", **common)
-    y_true = (recent[dataset.target] == dataset.positive_label).astype(int)
-    metrics = {"accuracy": float(accuracy_score(recent[dataset.target].astype(int), recent[PREDICTION]))}
+    y_true = is_positive(recent[dataset.target], dataset.positive_label).astype(int)
+    metrics = {"accuracy": float(accuracy_score(y_true, recent[PREDICTION].astype(int)))}
     if y_true.nunique() == 2 and PROBABILITY in recent:
         metrics["roc_auc"] = float(roc_auc_score(y_true, recent[PROBABILITY]))
     drop = base["accuracy"] - metrics["accuracy"]

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ctcd.config import CtcdConfig
 from tasks.dataset import BATCH_COLUMN
-from tasks.model import Model, features_frame, positive_proba, target_vector
+from tasks.model import Model, features_frame, final_estimator, positive_proba, target_vector
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -169,7 +169,7 @@ def reference_sample(
 def feature_importance(model: Model, test: pd.DataFrame, cfg: CtcdConfig) -> dict[str, float]:
     """Importance per feature: the model's own when it has one, else permutation importance on the holdout."""
     features = cfg.dataset.features
-    own = getattr(model, "feature_importances_", None)
+    own = getattr(final_estimator(model), "feature_importances_", None)
     if own is not None and len(own) == len(features):
         values = np.asarray(own, dtype="float64")
     else:

@@ -1,8 +1,12 @@
 """The one Model contract: every trained model is a scikit-learn estimator built from the config.
 
-A Model takes a DataFrame of the dataset's features as float64 and answers `predict_proba`, whose column 1
-is the probability of `dataset.positive_label` (models are fitted on `target == positive_label`). Training,
-evaluation, the registry and serving never branch on the library behind it.
+A Model takes a DataFrame of the dataset's features as `features_frame` builds it (numerical float64;
+categorical float64 when int-coded, text otherwise, see `ctcd.features`) and answers `predict_proba`, whose
+column 1 is the probability of `dataset.positive_label` (models are fitted on "label is positive_label",
+0/1). Each model is a scikit-learn Pipeline whose first step encodes the categories it saw in training
+(XGBoost and HistGradientBoosting: ordinal codes, unknown or missing categories become missing values;
+logistic regression: one-hot, unknown categories all zeros), so the logged model takes raw frames and
+training, evaluation, the registry and serving never branch on the library behind it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pandas as pd
 
 from ctcd.config import CtcdConfig, DatasetConfig
 from ctcd.errors import ConfigError
+from ctcd.features import model_input, positive_vector
 
 ModelKind = Literal["xgboost", "logistic_regression", "hist_gradient_boosting", "prior"]
 
@@ -32,16 +37,16 @@ class Model(Protocol):
 
 
 def features_frame(frame: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
-    """The model input: the dataset's features, in config order, as float64."""
+    """The model input: the dataset's features, in config order, typed by `ctcd.features.model_input`."""
     missing = [c for c in dataset.features if c not in frame.columns]
     if missing:
         raise ConfigError(f"the data has no column(s) {missing} that dataset.features declares")
-    return frame[dataset.features].astype("float64")
+    return model_input(frame, dataset)
 
 
 def target_vector(frame: pd.DataFrame, dataset: DatasetConfig) -> pd.Series:
-    """The training target: 1 where the label is `positive_label`, else 0."""
-    return (frame[dataset.target] == dataset.positive_label).astype("int64").rename(dataset.target)
+    """The training target: 1 where the label is `positive_label` (however stored), else 0."""
+    return positive_vector(frame[dataset.target], dataset.positive_label).rename(dataset.target)
 
 
 def positive_proba(model: Model, X: pd.DataFrame) -> np.ndarray:
@@ -78,10 +83,39 @@ def build_model(
 ) -> Model:
     """An unfitted estimator of `kind` for this dataset (`params` go to the classifier itself)."""
     if kind == "xgboost":
+        from sklearn.pipeline import Pipeline
         from xgboost import XGBClassifier
 
-        return XGBClassifier(**xgboost_params(cfg, params, device))
+        return Pipeline(
+            [
+                ("columns", category_codes(cfg.dataset)),
+                ("classifier", XGBClassifier(**xgboost_params(cfg, params, device))),
+            ]
+        )
     return _sklearn_pipeline(cfg, kind, params or {})
+
+
+def category_codes(dataset: DatasetConfig) -> Any:
+    """The encoding step of tree models: numerical features pass, each categorical becomes the ordinal code
+    of a category seen in training (in sorted order, so int-coded categories keep their order); an unknown
+    or missing category becomes NaN, which the trees treat as missing."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OrdinalEncoder
+
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
+    )
+    step = ColumnTransformer(
+        [("num", "passthrough", dataset.numerical_features), ("cat", encoder, dataset.categorical_features)],
+        verbose_feature_names_out=False,
+    )
+    return step.set_output(transform="pandas")
+
+
+def final_estimator(model: Model) -> Any:
+    """The classifier at the end of a model's pipeline (the model itself when it is not a pipeline)."""
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
 
 
 def candidate_kind(cfg: CtcdConfig) -> ModelKind:
@@ -115,19 +149,14 @@ def _sklearn_pipeline(cfg: CtcdConfig, kind: ModelKind, params: dict[str, Any]) 
                     make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
                     ds.numerical_features,
                 ),
-                (
-                    "cat",
-                    make_pipeline(
-                        SimpleImputer(strategy="most_frequent"),
-                        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-                    ),
-                    ds.categorical_features,
-                ),
+                # A missing category is a category of its own; an unknown one is all zeros. (No imputer:
+                # on text columns it holds a numpy.dtype, which the registry's skops check refuses.)
+                ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ds.categorical_features),
             ]
         )
         clf: Any = LogisticRegression(max_iter=1000, random_state=seed)
     elif kind == "hist_gradient_boosting":
-        columns = ColumnTransformer([("all", "passthrough", ds.features)], verbose_feature_names_out=False)
+        columns = category_codes(ds)
         clf = HistGradientBoostingClassifier(
             categorical_features=ds.categorical_features or None, random_state=seed
         )
@@ -135,8 +164,6 @@ def _sklearn_pipeline(cfg: CtcdConfig, kind: ModelKind, params: dict[str, Any]) 
         raise ConfigError(
             f"unknown model kind {kind!r}: use xgboost, logistic_regression or hist_gradient_boosting"
         )
-    if kind == "hist_gradient_boosting":
-        columns.set_output(transform="pandas")
     try:
         clf.set_params(**params)
     except ValueError as exc:

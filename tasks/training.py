@@ -21,6 +21,7 @@ from tasks.model import (
     build_model,
     candidate_kind,
     features_frame,
+    final_estimator,
     positive_proba,
     target_vector,
 )
@@ -125,17 +126,28 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
     X_train, y_train = features_frame(split.train, ds), target_vector(split.train, ds)
     X_val, y_val = features_frame(split.validation, ds), target_vector(split.validation, ds)
     if y_train.nunique() < 2:
+        seen = split.train[ds.target].dropna().unique().tolist()
+        if y_train.sum() == 0 and len(seen) > 1:
+            shown = ", ".join(repr(v) for v in seen[:5])
+            raise WorkFailed(
+                f"no training label equals dataset.positive_label {ds.positive_label!r} (labels seen: "
+                f'{shown}): set positive_label to one of them (quote text, e.g. "yes")'
+            )
         raise WorkFailed("the training rows hold one class only: widen training.window_batches")
     kind = candidate_kind(cfg)
     start = time.perf_counter()
     if kind == "xgboost":
         model = build_model(cfg, kind, params, device.device)
-        model.set_params(early_stopping_rounds=cfg.model.early_stopping_rounds)
-        model.fit(X_train, y_train, eval_set=[(X_val, y_val)], verbose=False)
-        best_iteration = int(model.best_iteration) if hasattr(model, "best_iteration") else None
+        # The encoding step learns the categories on train only; the validation set early stopping
+        # watches goes through the same fitted step.
+        columns, clf = model.steps[0][1], final_estimator(model)
+        clf.set_params(early_stopping_rounds=cfg.model.early_stopping_rounds)
+        X_fit = columns.fit_transform(X_train)
+        clf.fit(X_fit, y_train, eval_set=[(columns.transform(X_val), y_val)], verbose=False)
+        best_iteration = int(clf.best_iteration) if hasattr(clf, "best_iteration") else None
         # The registered model must serve on CPU whatever it was trained on, and refit without a
         # validation set; predictions keep using the best iteration.
-        model.set_params(device="cpu", early_stopping_rounds=None)
+        clf.set_params(device="cpu", early_stopping_rounds=None)
     else:
         model = build_model(cfg, kind, {**cfg.model.params, **params})
         model.fit(X_train, y_train)

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from ctcd import registry, settings
 from ctcd.errors import CtcdError, DependencyUnavailable, WorkFailed
+from ctcd.features import model_input
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +97,7 @@ def offline_probabilities(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef
     model = registry.load_model(cfg, ws, ref)
     classes = np.asarray(model.classes_)
     positive = registry.positive_class_index(cfg, ref, model)
-    proba = model.predict_proba(frame[cfg.dataset.features].astype("float64"))
+    proba = model.predict_proba(model_input(frame, cfg.dataset, registry.text_categories(cfg, ws, ref)))
     return proba[:, positive], classes[proba.argmax(axis=1)]
 
 

@@ -1,10 +1,13 @@
 """Request and response models of the prediction service, generated from the dataset config.
 
-Each feature becomes a typed, required field: numerical features are finite floats, categorical features
-are finite floats too unless the data contract lists their allowed values. The data contract is the Great
-Expectations suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a
-range and `expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses
-(`mostly` < 1) or only warn (`severity: warning`) do not reject requests. Without a suite, types only.
+Each feature becomes a typed, required field: numerical features are finite floats; categorical features
+are text or finite numbers (int-coded categories), and only the values the data contract allows when it
+lists them and `serving.unknown_category` is `reject` (the default; `warn` serves an unknown category and
+logs it, and the model treats it as a category it never saw). The data contract is the Great Expectations
+suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
+`expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses (`mostly` < 1)
+or only warn (`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry
+the dataset's target and timestamp columns (a copy of a data file's row): they are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from ctcd.errors import ConfigError
 
@@ -109,7 +112,36 @@ def _tighter(current: float | None, new: Any, pick: Any) -> float | None:
     return float(new) if current is None else pick(current, float(new))
 
 
-def _feature_type(rule: ColumnRule | None) -> Any:
+FINITE = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+CATEGORY = Annotated[str, Field(max_length=1000)] | FINITE
+# The dataset's own target and timestamp, when a client sends a row copied from a data file (ignored).
+COPIED = str | int | float | bool | None
+
+
+def _known_category(column: str, allowed: tuple[Any, ...]) -> Any:
+    """A category field that refuses values outside `allowed`, naming the column and the value."""
+    from ctcd.features import category_text
+
+    known = {category_text(v) for v in allowed}
+    listed = ", ".join(repr(v) for v in allowed[:10]) + (", ..." if len(allowed) > 10 else "")
+
+    def check(value: Any) -> Any:
+        if category_text(value) not in known:
+            raise ValueError(
+                f"unknown category {category_text(value)!r} for {column}; the data contract allows {listed}"
+            )
+        return value
+
+    return Annotated[CATEGORY, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+
+
+def _feature_type(
+    rule: ColumnRule | None, categorical: bool = False, reject_unknown: bool = True, column: str = ""
+) -> Any:
+    if categorical:
+        if reject_unknown and rule is not None and rule.allowed:
+            return _known_category(column, rule.allowed)
+        return CATEGORY
     if rule is not None and rule.allowed:
         return Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
     bounds: dict[str, float] = {}
@@ -130,7 +162,14 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
             f"dataset columns {sorted(clashes | {ds.id_column})} clash with the serving fields "
             f"{[AS_OF_FIELD, *RESPONSE_FIELDS]}: rename them in the dataset config"
         )
-    row_fields: dict[str, Any] = {name: (_feature_type(rules.get(name)), ...) for name in ds.features}
+    reject = cfg.serving.unknown_category == "reject"
+    categorical = set(ds.categorical_features)
+    row_fields: dict[str, Any] = {
+        name: (_feature_type(rules.get(name), name in categorical, reject, name), ...) for name in ds.features
+    }
+    for name in (ds.target, ds.timestamp_column):
+        if name:
+            row_fields[name] = (COPIED, Field(default=None, exclude=True, description="accepted and ignored"))
     row_fields[ds.id_column] = (
         ROW_ID,
         Field(default=None, description="the row's id, stored with the prediction so labels can join"),
@@ -153,8 +192,8 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
         "Prediction",
         __doc__="The model's answer for one row.",
         request_id=(str, Field(description="unique id of this prediction in the prediction log")),
-        probability=(float, Field(description=f"probability of label {ds.positive_label}")),
-        prediction=(int, Field(description="the predicted label")),
+        probability=(float, Field(description=f"probability of label {ds.positive_label!r}")),
+        prediction=(int, Field(description=f"1 when the predicted label is {ds.positive_label!r}, else 0")),
         model_version=(str, Field(description="the registered model version that answered")),
         **{ds.id_column: (ROW_ID, None)},
     )
@@ -162,9 +201,26 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
 
 
 def rows_to_frame(rows: list[BaseModel], features: tuple[str, ...]) -> pd.DataFrame:
-    """The model input for validated rows: one float64 column per feature, in config order."""
-    import numpy as np
+    """The validated rows' features as sent, one column per feature in config order (numbers as float64
+    or int64, text as objects); `ctcd.features.model_input` turns it into a model's input."""
     import pandas as pd
 
-    values = np.array([[getattr(r, f) for f in features] for r in rows], dtype="float64")
-    return pd.DataFrame(values.reshape(len(rows), len(features)), columns=list(features))
+    return pd.DataFrame({f: [getattr(r, f) for r in rows] for f in features}, columns=list(features))
+
+
+def unknown_categories(
+    frame: pd.DataFrame, rules: dict[str, ColumnRule], categorical: list[str]
+) -> dict[str, list[Any]]:
+    """Per categorical column, the values of `frame` outside the data contract's allowed set."""
+    from ctcd.features import category_text
+
+    found: dict[str, list[Any]] = {}
+    for column in categorical:
+        rule = rules.get(column)
+        if rule is None or not rule.allowed or column not in frame:
+            continue
+        allowed = {category_text(v) for v in rule.allowed}
+        unknown = sorted({str(category_text(v)) for v in frame[column] if category_text(v) not in allowed})
+        if unknown:
+            found[column] = unknown
+    return found

@@ -37,8 +37,16 @@ from pydantic import BaseModel, Field, ValidationError
 from ctcd import registry, settings
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import CtcdError
+from ctcd.features import model_input
 from ctcd.prediction_log import PredictionLogWriter
-from ctcd.serving.schema import AS_OF_FIELD, ServingSchema, build_schema, contract_rules, rows_to_frame
+from ctcd.serving.schema import (
+    AS_OF_FIELD,
+    ServingSchema,
+    build_schema,
+    contract_rules,
+    rows_to_frame,
+    unknown_categories,
+)
 from ctcd.serving.server import reload_channel
 from ctcd.workspace import Workspace
 
@@ -96,6 +104,11 @@ class LiveModel:
     positive_index: int
     classes: np.ndarray
     loaded_at: datetime
+    text_columns: dict[str, bool]
+
+    def input(self, raw: Any) -> Any:
+        """The model's input for request features as sent (categories in the form it was trained on)."""
+        return model_input(raw, CFG.dataset, self.text_columns)
 
 
 CFG: CtcdConfig = load_config()
@@ -113,12 +126,15 @@ def load_live_model(cfg: CtcdConfig, ws: Workspace, version: str | None) -> Live
     ref = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
     estimator = registry.load_model(cfg, ws, ref)
     positive = registry.positive_class_index(cfg, ref, estimator)
-    return LiveModel(ref.version, estimator, positive, np.asarray(estimator.classes_), datetime.now(UTC))
+    text = registry.text_categories(cfg, ws, ref)
+    return LiveModel(
+        ref.version, estimator, positive, np.asarray(estimator.classes_), datetime.now(UTC), text
+    )
 
 
 def check_answers(model: LiveModel, frame: Any) -> None:
-    """Raise unless the model returns one finite probability distribution per row of `frame`."""
-    proba = np.asarray(model.estimator.predict_proba(frame), dtype="float64")
+    """Raise unless the model returns one finite probability distribution per row of `frame` (as sent)."""
+    proba = np.asarray(model.estimator.predict_proba(model.input(frame)), dtype="float64")
     if proba.shape != (len(frame), len(model.classes)):
         raise CtcdError(f"model version {model.version} returned probabilities of shape {proba.shape}")
     if not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
@@ -131,16 +147,16 @@ def example_frame(schema: ServingSchema) -> Any:
     """One valid-looking input row built from the data contract (range midpoints, first category)."""
     import pandas as pd
 
-    values = {}
+    values: dict[str, Any] = {}
     for name in schema.features:
         rule = RULES.get(name)
         if rule is not None and rule.allowed:
-            values[name] = float(rule.allowed[0])
+            values[name] = rule.allowed[0]
         elif rule is not None and rule.min_value is not None and rule.max_value is not None:
             values[name] = (rule.min_value + rule.max_value) / 2
         else:
             values[name] = rule.min_value if rule is not None and rule.min_value is not None else 0.0
-    return pd.DataFrame([values], columns=list(schema.features), dtype="float64")
+    return pd.DataFrame([values], columns=list(schema.features))
 
 
 class RequestGuard:
@@ -375,7 +391,10 @@ class ChampionService:
             raise bentoml.exceptions.ServiceUnavailable(
                 "no model is loaded yet: the registry has no champion"
             )
-        frame = rows_to_frame(rows, SCHEMA.features)
+        raw = rows_to_frame(rows, SCHEMA.features)
+        if CFG.serving.unknown_category == "warn":
+            _warn_unknown(raw)
+        frame = live.input(raw)
         proba = np.asarray(live.estimator.predict_proba(frame), dtype="float64")
         positive = proba[:, live.positive_index]
         labels = live.classes[proba.argmax(axis=1)]
@@ -391,17 +410,17 @@ class ChampionService:
             )
             for rid, p, label, row_id in zip(request_ids, positive, labels, ids, strict=True)
         ]
-        self._probe = frame.iloc[:PROBE_ROWS]
+        self._probe = raw.iloc[:PROBE_ROWS]
         if self._log is not None:
             # Plain columns only: the writer thread builds the DataFrame, off the request path.
             now = datetime.now(UTC)
-            values = frame.to_numpy()
             record: dict[str, Any] = {
                 "request_id": request_ids,
                 "served_at": [_served_at(now, getattr(r, AS_OF_FIELD)) for r in rows],
                 SCHEMA.id_column: ids,
             }
-            record |= {name: values[:, j] for j, name in enumerate(SCHEMA.features)}
+            # Each feature as the model took it: float64, or text for text categories.
+            record |= {name: frame[name].to_numpy() for name in SCHEMA.features}
             record |= {
                 "probability": positive,
                 "prediction": labels.astype("int64"),
@@ -409,6 +428,17 @@ class ChampionService:
             }
             self._log.append(record)
         return answers
+
+
+def _warn_unknown(raw: Any) -> None:
+    found = unknown_categories(raw, RULES, CFG.dataset.categorical_features)
+    if found:
+        listed = "; ".join(
+            f"{column}: {', '.join(map(repr, values[:5]))}" for column, values in found.items()
+        )
+        logger.warning(
+            "served rows with categories outside the data contract (unseen by the model): %s", listed
+        )
 
 
 def _served_at(now: datetime, as_of: Any) -> datetime:

@@ -44,13 +44,13 @@ def cluster() -> Iterator[Any]:
 
 
 @pytest.mark.integration
-def test_xgboost_dask_trains_a_plain_xgbclassifier(cluster: Any, default_config: CtcdConfig) -> None:
+def test_xgboost_dask_trains_the_model_contracts_pipeline(cluster: Any, default_config: CtcdConfig) -> None:
     from distributed import Client
     from sklearn.metrics import roc_auc_score
     from xgboost import XGBClassifier
 
     from tasks.distributed_training import partition, train_on_dask
-    from tasks.model import features_frame, positive_proba, target_vector
+    from tasks.model import features_frame, final_estimator, positive_proba, target_vector
 
     cfg = default_config
     train, valid, test = (_frame(cfg, n, seed) for n, seed in ((3000, 1), (800, 2), (1000, 3)))
@@ -62,10 +62,11 @@ def test_xgboost_dask_trains_a_plain_xgbclassifier(cluster: Any, default_config:
             partition(valid, 2),
             params={"n_estimators": 60, "max_depth": 3},
         )
-    assert isinstance(fit.model, XGBClassifier)  # the Model contract: no Dask needed to use it
+    # The Model contract: category encoding, then a plain XGBClassifier; no Dask needed to use it.
+    assert isinstance(final_estimator(fit.model), XGBClassifier)
     assert (fit.workers, fit.partitions, fit.rows) == (2, 4, 3000)
     assert fit.best_iteration is not None and fit.best_iteration < 60
-    assert fit.model.get_params()["max_depth"] == 3
+    assert final_estimator(fit.model).get_params()["max_depth"] == 3
     auc = roc_auc_score(
         target_vector(test, cfg.dataset), positive_proba(fit.model, features_frame(test, cfg.dataset))
     )
@@ -121,3 +122,29 @@ def test_the_module_imports_and_explains_itself_without_dask() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("DependencyUnavailable")
     assert "pip install -e '.[dask]'" in out.stdout
+
+
+@pytest.mark.integration
+def test_xgboost_dask_learns_text_categories_like_training_in_memory(
+    cluster: Any, default_config: CtcdConfig
+) -> None:
+    from distributed import Client
+    from sklearn.metrics import roc_auc_score
+
+    from tasks.distributed_training import partition, train_on_dask
+    from tasks.model import build_model, features_frame, positive_proba, target_vector
+    from tests.tasks.test_real_data_types import shop_config, shop_day
+
+    cfg = shop_config(default_config)
+    train = pd.concat([shop_day(500, d) for d in (1, 2, 3)], ignore_index=True)
+    test = shop_day(500, 4)
+    with Client(cluster) as client:
+        fit = train_on_dask(cfg, client, partition(train, 3), params={"n_estimators": 60, "max_depth": 3})
+    in_memory = build_model(cfg, "xgboost").fit(
+        features_frame(train, cfg.dataset), target_vector(train, cfg.dataset)
+    )
+    codes = fit.model.steps[0][1].named_transformers_["cat"].categories_
+    expected = in_memory.steps[0][1].named_transformers_["cat"].categories_
+    assert [list(c) for c in codes] == [list(c) for c in expected]
+    proba = positive_proba(fit.model, features_frame(test, cfg.dataset))
+    assert roc_auc_score(target_vector(test, cfg.dataset), proba) > 0.9

@@ -18,6 +18,7 @@ from ctcd import registry
 from ctcd.batches import BatchRecord, sha256_of
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
+from tasks.model import final_estimator
 from tasks.stream import generate_day
 from tests.tasks.test_training import small_config
 
@@ -134,7 +135,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
         state.state_details.flow_run_id
     )
     model = registry.load_model(cfg, workspace, champ)
-    assert model.get_params()["device"] == "cpu"
+    assert final_estimator(model).get_params()["device"] == "cpu"
 
     # 2. Same data again: a challenger is registered, equal is not better, the champion stays.
     state = training_flow(path, reason="again", return_state=True)

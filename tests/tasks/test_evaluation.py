@@ -10,6 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from tasks import evaluation, training
+from tasks.dataset import BATCH_COLUMN
 from tasks.model import features_frame, positive_proba, target_vector
 from tests.tasks.test_training import small_config, small_split
 
@@ -82,7 +83,7 @@ def test_evaluate_reports_overall_slices_and_latency(cfg, fitted):
     assert sum(s["rows"] for s in slices.values()) == report.rows
     assert set(slices) == {str(v) for v in split.test[column].unique()}
     assert report.latency_ms_per_row > 0
-    assert report.batches == sorted(split.test["_batch_id"].unique())
+    assert report.batches == sorted(split.test[BATCH_COLUMN].unique())
     json.dumps(report.model_dump(mode="json"))  # stored as evaluation.json
 
 

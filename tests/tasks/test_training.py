@@ -11,6 +11,7 @@ import pytest
 from ctcd.config import CtcdConfig
 from ctcd.errors import WorkFailed
 from tasks import dataset, evaluation, training
+from tasks.model import final_estimator
 from tasks.stream import generate_day
 
 
@@ -134,7 +135,9 @@ def test_early_stopping_stops_before_the_tree_budget(cfg, split):
     cand = training.fit_candidate(many, split, {}, training.choose_device("cpu"))
     assert cand.best_iteration is not None
     assert cand.best_iteration < 399
-    assert cand.model.get_params()["device"] == "cpu", "the registered model must serve on CPU"
+    assert final_estimator(cand.model).get_params()["device"] == "cpu", (
+        "the registered model must serve on CPU"
+    )
 
 
 def test_baseline_is_the_configured_sklearn_pipeline(cfg, split):
