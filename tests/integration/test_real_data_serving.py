@@ -174,7 +174,7 @@ def test_served_text_categories_reach_the_log_and_monitoring(shop):
         baseline,
         ds,
         policy,
-        (today, today),
+        (str(today), str(today)),
         ref.version,
     )
     truth = (live["bought"] == "yes").astype(int)

@@ -43,7 +43,10 @@ def _files_source_config(default_config: CtcdConfig, tmp_path: Path) -> Path:
         labels=SourceLabels(path=str(tmp_path / "labels")),
     )
     cfg = small.model_copy(
-        update={"stream": None, "dataset": small.dataset.model_copy(update={"source": source})}
+        update={
+            "stream": None,
+            "dataset": small.dataset.model_copy(update={"source": source, "label_delay_batches": 0}),
+        }
     )
     return write_config(cfg, tmp_path / "ctcd.yaml")
 
