@@ -418,6 +418,8 @@ def pip_requirements() -> list[str]:
 
 
 _TRUSTED_MODULES = ("xgboost.", "sklearn.")
+# Plain data types a scikit-learn pipeline holds (OneHotEncoder's `dtype`): no code runs on loading them.
+_TRUSTED_TYPES = {"numpy.dtype"}
 
 
 def trusted_types(model: Any) -> list[str]:
@@ -425,7 +427,7 @@ def trusted_types(model: Any) -> list[str]:
     import skops.io
 
     found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
-    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES)]
+    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t not in _TRUSTED_TYPES]
     if unknown:
         raise WorkFailed(
             f"the model holds types {unknown} that ctcd will not register: use XGBoost or scikit-learn"
