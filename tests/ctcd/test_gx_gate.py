@@ -440,3 +440,33 @@ def _spike_everywhere(f: pd.DataFrame) -> pd.DataFrame:
 def test_the_heavy_tailed_suite_still_quarantines_corrupt_batches(shop, corrupt, phrase, request):
     outcome = _shop_outcome(shop, corrupt(_heavy_tailed_batch(40)), request.node.callspec.id)
     assert not outcome.accepted and phrase in outcome.reason, outcome.reason
+
+
+def test_cli_suite_init_from_several_batches(default_config: CtcdConfig, tmp_path):
+    """`--from` takes a glob or repeats; the suite says how many batches taught it."""
+    from typer.testing import CliRunner
+
+    from ctcd.cli import app
+    from ctcd.errors import UsageError
+
+    for day in (1, 2, 3):
+        generate_day(default_config, day).features.to_parquet(
+            tmp_path / f"2026-01-0{day}.parquet", index=False
+        )
+    config = str(default_config.source)
+    runner = CliRunner()
+    out = tmp_path / "glob.json"
+    made = runner.invoke(
+        app, ["suite", "init", "--from", str(tmp_path / "2026-*.parquet"), "-o", str(out), "-c", config]
+    )
+    assert made.exit_code == 0, made.output
+    assert "from 6000 rows of 3 batch(es): 2026-01-01 .. 2026-01-03 (3 batches)" in made.output
+    suite = json.loads(out.read_text())
+    assert suite["meta"]["ctcd"]["reference_batches"] == 3 and suite["meta"]["ctcd"]["reference_rows"] == 6000
+    again = tmp_path / "repeated.json"
+    args = [a for day in (1, 2, 3) for a in ("--from", str(tmp_path / f"2026-01-0{day}.parquet"))]
+    repeated = runner.invoke(app, ["suite", "init", *args, "-o", str(again), "-c", config])
+    assert repeated.exit_code == 0, repeated.output
+    assert again.read_text() == out.read_text()
+    nothing = runner.invoke(app, ["suite", "init", "--from", str(tmp_path / "1999-*.csv"), "-c", config])
+    assert isinstance(nothing.exception, UsageError) and "matches no file" in str(nothing.exception)

@@ -172,7 +172,7 @@ def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
 ):
     from ctcd.cli import app
 
-    small = small_config(default_config, rows_per_day=1000)  # the shipped suite wants 1000-3000 rows a day
+    small = small_config(default_config, rows_per_day=1000)  # the shipped suite warns outside 1000-3000
     assert small.stream is not None
     cfg = small.model_copy(update={"stream": small.stream.model_copy(update={"perturbation": 0.0})})
     path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
