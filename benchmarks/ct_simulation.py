@@ -24,7 +24,8 @@ One replayed day `d`, in order:
    retraining is retried. `never` trains once, `weekly` every 7 days and `daily` every day, on the
    sliding `training.window_batches` window;
 5. a training uses validated batches whose labels have arrived, and its candidate replaces the champion
-   only if the model gate passes (the first candidate is judged against the baseline, as in the flow);
+   only if the model gate passes (with no champion, as in the flow, the better of the candidate and the
+   baseline that clears the floors serves first);
    the new champion serves from day `d + 1`.
 
 The first champion is trained at the end of day `warmup_days` by every policy (days before that are
@@ -374,6 +375,8 @@ def train_and_gate(
     decision = model_gate.decide_on_holdout(
         cfg, split.test, proba, reference_proba, report, kind, version, champion.version if champion else None
     )
+    if champion is None:  # as the training flow: the better of candidate and baseline over the floors
+        decision = model_gate.choose_first(decision)
     t4 = time.perf_counter()
     # Re-check the gate's verdict from the raw probabilities rather than trusting its record.
     cand = metric_value(gate.primary_metric, y, proba)
@@ -397,15 +400,17 @@ def train_and_gate(
         fit_reused=reused,
         decision=decision,
     )
-    if not decision.passed:
+    served = "candidate" if decision.passed else decision.chosen
+    if served is None:
         return record, None
+    model = fit.result.best.model if served == "candidate" else fit.baseline
+    if served == "baseline":
+        report, _ = evaluation.evaluate(model, split.test, cfg)
     train_rows = pd.concat([split.train, split.validation], ignore_index=True)
     new = Champion(
         version=version,
-        model=fit.result.best.model,
-        reference=evaluation.reference_sample(
-            fit.result.best.model, train_rows, cfg, cfg.training.reference_rows
-        ),
+        model=model,
+        reference=evaluation.reference_sample(model, train_rows, cfg, cfg.training.reference_rows),
         baseline={k: float(v) for k, v in report.metrics.items() if isinstance(v, int | float)},
         trained_on=today,
     )

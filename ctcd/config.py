@@ -303,14 +303,48 @@ class DataGateConfig(_Strict):
     """Where the Great Expectations suite lives (JSON, id-free, reviewed like code), and how it is built."""
 
     suite: Path
+    range_quantile: float = Field(
+        default=0.005,
+        ge=0,
+        lt=0.5,
+        description="`suite init`: value ranges span the reference's q and 1-q quantiles (robust to spikes)",
+    )
     range_margin: float = Field(
         default=0.5, ge=0, description="`suite init`: value ranges widened by this share of their span"
+    )
+    range_mostly: float = Field(
+        default=0.99,
+        gt=0,
+        le=1,
+        description="`suite init`: share of values a batch must keep inside the range",
+    )
+    range_severity: Literal["warning", "critical"] = Field(
+        default="warning", description="`suite init`: severity of the learned value ranges"
+    )
+    hard_range_factor: float = Field(
+        default=100.0,
+        gt=0,
+        description="`suite init`: critical bounds: the reference's magnitude times this beyond its range",
+    )
+    constant_tolerance: float = Field(
+        default=0.01,
+        ge=0,
+        description="`suite init`: a column constant in the reference warns beyond this share of its value",
+    )
+    new_category_share: float = Field(
+        default=0.001,
+        ge=0,
+        lt=1,
+        description="`suite init`: a batch with more unseen categories than this share is rejected",
     )
     stat_tolerance: float = Field(
         default=0.25, gt=0, description="`suite init`: mean/std warnings beyond this many std / this share"
     )
     row_count_tolerance: float = Field(
-        default=0.5, ge=0, lt=1, description="`suite init`: row count within +/- this share of the reference"
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="`suite init`: a row count outside the reference batches' +/- this share warns",
     )
     null_fraction_margin: float = Field(
         default=0.05,

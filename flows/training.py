@@ -33,7 +33,15 @@ from ctcd.features import model_input
 from ctcd.workspace import Workspace
 from tasks import dataset, evaluation, model_gate, training
 from tasks.dataset import BatchInput, Split
-from tasks.model import Model, candidate_kind, features_frame, positive_proba, target_vector, xgboost_params
+from tasks.model import (
+    Model,
+    baseline_kind,
+    candidate_kind,
+    features_frame,
+    positive_proba,
+    target_vector,
+    xgboost_params,
+)
 
 MLFLOW_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
 _CODE_DIGEST = hashlib.sha256(
@@ -59,6 +67,7 @@ class TrainingReport(BaseModel):
     promoted: bool
     champion_version: str | None
     previous_champion: str | None
+    baseline_version: str | None = None
     decision: model_gate.GateDecision
     metrics: dict[str, float | None]
     device: str
@@ -222,10 +231,57 @@ def _candidate_run(
     )
 
 
+def _baseline_run(
+    cfg: CtcdConfig,
+    inputs: list[BatchInput],
+    split: Split,
+    baseline: Model,
+    baseline_report: evaluation.EvaluationReport,
+    baseline_proba: Any,
+    tags: dict[str, str],
+) -> registry.CandidateRun:
+    """The baseline logged like a candidate (same model contract, lineage and artifacts): with no champion
+    and a candidate no better than it, the baseline is the first model served."""
+    y_test = target_vector(split.test, cfg.dataset).to_numpy()
+    train_rows = pd.concat([split.train, split.validation], ignore_index=True)
+    kind = baseline_kind(cfg)
+    return registry.CandidateRun(
+        model=baseline,
+        params={
+            "model.kind": kind,
+            "training.window_days": cfg.training.window_days,
+            "training.seed": cfg.training.seed,
+            **{f"rows.{k}": v for k, v in split.rows.items()},
+        },
+        metrics=evaluation.flat_metrics(baseline_report),
+        evaluation=baseline_report.model_dump(mode="json"),
+        reference=evaluation.reference_sample(baseline, train_rows, cfg, cfg.training.reference_rows),
+        input_example=features_frame(split.test.head(5), cfg.dataset),
+        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
+        config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        tags={**tags, "ctcd.model_kind": kind, "ctcd.role": "baseline"},
+        figures={
+            "confusion_matrix": evaluation.confusion_figure(y_test, baseline_proba),
+            "calibration": evaluation.calibration_figure(y_test, baseline_proba),
+        },
+        run_name=f"baseline-{inputs[-1].batch_id}",
+    )
+
+
 @task(name="register-candidate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def register_candidate(cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun) -> registry.ModelRef:
     """Log the run and register the candidate as the new `challenger` version."""
     return registry.log_candidate(cfg, ws, run)
+
+
+@task(name="register-baseline", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def register_baseline(
+    cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun, candidate: registry.ModelRef
+) -> registry.ModelRef:
+    """Register the baseline as a model version; the `challenger` alias stays on the candidate."""
+    ref = registry.log_candidate(cfg, ws, run)
+    registry.move_alias(cfg, ws, registry.CHALLENGER, candidate, reason="the candidate stays the challenger")
+    return ref
 
 
 @task(name="score-champion", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
@@ -259,11 +315,15 @@ def gate(
 
 @task(name="record-decision", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def record_decision(
-    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, decision: model_gate.GateDecision
+    cfg: CtcdConfig,
+    ws: Workspace,
+    ref: registry.ModelRef,
+    decision: model_gate.GateDecision,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    """Save the decision with the version (artifact + tags)."""
+    """Save the decision with the version (artifact + tags: by default the candidate's)."""
     registry.record_decision(
-        cfg, ws, ref, decision.model_dump(mode="json"), model_gate.decision_tags(decision)
+        cfg, ws, ref, decision.model_dump(mode="json"), tags or model_gate.decision_tags(decision)
     )
 
 
@@ -353,18 +413,36 @@ def training_flow(
 
     champion, champion_proba = score_champion(cfg, ws, split)
     if champion is None:
+        # Nothing serves yet: the better of candidate and baseline that clears the floors becomes v1.
         decision = gate(cfg, split, proba, baseline_proba, report, "baseline", candidate, None)
+        decision = model_gate.choose_first(decision)
     else:
         decision = gate(cfg, split, proba, champion_proba, report, "champion", candidate, champion.version)
     record_decision(cfg, ws, candidate, decision)
     logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
-    promoted = decision.passed and promote(
+    chosen, baseline_ref = candidate, None
+    if decision.chosen == "baseline":
+        baseline_ref = register_baseline(
+            cfg,
+            ws,
+            _baseline_run(cfg, inputs, split, baseline, baseline_report, baseline_proba, tags),
+            candidate,
+        )
+        record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
+        chosen = baseline_ref
+    blessed = decision.passed or decision.chosen is not None
+    why = (
+        f"gate passed, {decision.summary()}"
+        if decision.passed
+        else f"first model ({decision.chosen}, clears the floors), {decision.summary()}"
+    )
+    promoted = blessed and promote(
         cfg,
         ws,
-        candidate,
-        f"{reason}: gate passed, {decision.summary()}",
-        {"run_id": candidate.run_id, "trigger_reason": reason},
+        chosen,
+        f"{reason}: {why}",
+        {"run_id": chosen.run_id, "trigger_reason": reason},
         champion.version if champion else None,
     )
     out = TrainingReport(
@@ -372,8 +450,9 @@ def training_flow(
         version=candidate.version,
         run_id=candidate.run_id or "",
         promoted=promoted,
-        champion_version=candidate.version if promoted else (champion.version if champion else None),
+        champion_version=chosen.version if promoted else (champion.version if champion else None),
         previous_champion=champion.version if champion else None,
+        baseline_version=baseline_ref.version if baseline_ref else None,
         decision=decision,
         metrics=report.metrics,
         device=device.device,
@@ -383,4 +462,6 @@ def training_flow(
         seconds=time.perf_counter() - started,
     )
     _report_artifacts(cfg, ws, out, baseline_report)
+    if champion is None and decision.chosen is None:
+        raise WorkFailed(model_gate.no_first_model(decision))
     return out

@@ -5,6 +5,10 @@ holdout. The candidate passes when (a) every floor holds, (b) the bootstrap inte
 the primary metric rules out a regression beyond `max_regression`, (c) it improves the primary metric by
 more than `min_improvement` (so an equal model never displaces the champion), and (d) no slice with enough
 rows regresses beyond `slice_max_regression`. The decision keeps every number behind it.
+
+Before there is a champion something must serve: `choose_first` picks the better (on the primary metric)
+of the candidate and the baseline among those that clear every floor, and `no_first_model` says in one line
+what to change when neither does.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tasks.evaluation import (
 from tasks.model import target_vector
 
 ReferenceKind = Literal["champion", "baseline"]
+Chosen = Literal["candidate", "baseline"]
 _CHUNK = 50  # bootstrap samples scored at once (bounds memory: chunk x holdout rows floats)
 
 
@@ -84,6 +89,11 @@ class GateDecision(BaseModel):
     checks: list[Check]
     thresholds: ModelGateConfig
     decided_at: str
+    chosen: Chosen | None = None
+    """With no champion: the model served first (see `choose_first`); None with a champion, or when
+    neither the candidate nor the baseline clears the floors."""
+    reference_checks: list[Check] = []
+    """With no champion: the floors applied to the baseline."""
 
     @property
     def reasons(self) -> list[str]:
@@ -98,7 +108,10 @@ class GateDecision(BaseModel):
             f"{b.candidate:.4f} vs {b.reference:.4f} (delta {b.delta:+.4f}, "
             f"{b.confidence:.0%} CI [{b.low:+.4f}, {b.high:+.4f}])"
         )
-        return head if self.passed else f"{head}; " + "; ".join(self.reasons)
+        line = head if self.passed else f"{head}; " + "; ".join(self.reasons)
+        if self.reference_kind == "baseline" and not self.passed and self.chosen:
+            line += f"; first model: the {self.chosen} is served (the better one that clears the floors)"
+        return line
 
 
 def _signed(metric: str, value: float) -> float:
@@ -319,6 +332,61 @@ def decide(
     )
 
 
+def choose_first(decision: GateDecision) -> GateDecision:
+    """With no champion, the model to serve first: the candidate when it passed the gate against the
+    baseline; otherwise the better of the two on the primary metric among those clearing every floor
+    (a tie goes to the candidate); None when neither clears them. Returns the decision with `chosen` set."""
+    if decision.reference_kind != "baseline":
+        raise ValueError("choose_first applies to a decision against the baseline (no champion yet)")
+    base_checks = floor_checks(decision.reference_metrics, decision.thresholds.floors)
+    candidate_ok = all(c.passed for c in decision.checks if c.name.startswith("floor:"))
+    baseline_ok = all(c.passed for c in base_checks)
+    chosen: Chosen | None
+    if decision.passed or (candidate_ok and (not baseline_ok or decision.bootstrap.delta >= 0)):
+        chosen = "candidate"
+    elif baseline_ok:
+        chosen = "baseline"
+    else:
+        chosen = None
+    return decision.model_copy(update={"chosen": chosen, "reference_checks": base_checks})
+
+
+def no_first_model(decision: GateDecision) -> str:
+    """One line for the state where nothing can serve: the floors, both models' numbers, what to change."""
+    floors = decision.thresholds.floors
+    rules = ", ".join(
+        f"{name}{'>=' if GREATER_IS_BETTER.get(name, True) else '<='}{floor:g}"
+        for name, floor in sorted(floors.items())
+    )
+
+    def numbers(metrics: dict[str, float | None]) -> str:
+        return ", ".join(f"{name} {_fmt(metrics.get(name))}" for name in sorted(floors))
+
+    return (
+        f"no model cleared the floors {rules}: candidate {numbers(decision.candidate_metrics)} "
+        f"(baseline {numbers(decision.reference_metrics)}); lower gates.model.floors in the config, "
+        "or check the labels (dataset.target, positive_label) and the features"
+    )
+
+
+def baseline_tags(decision: GateDecision) -> dict[str, str]:
+    """`decision_tags` for a baseline served as the first model: its own numbers, judged by its floors."""
+    b = decision.bootstrap
+    return {
+        **decision_tags(decision),
+        "ctcd.gate.passed": "true",
+        "ctcd.gate.reference": f"candidate:{decision.candidate_version or '-'}",
+        "ctcd.gate.candidate": f"{b.reference:.6f}",
+        "ctcd.gate.reference_value": f"{b.candidate:.6f}",
+        "ctcd.gate.delta": f"{-b.delta:.6f}",
+        "ctcd.gate.ci": f"[{-b.high:.6f}, {-b.low:.6f}] at {b.confidence}",
+        "ctcd.gate.checks": ", ".join(
+            f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.reference_checks
+        ),
+        "ctcd.gate.reasons": "-",
+    }
+
+
 def decision_tags(decision: GateDecision) -> dict[str, str]:
     """The decision flattened into model-version tags (`ctcd.gate.*`)."""
     b = decision.bootstrap
@@ -335,4 +403,5 @@ def decision_tags(decision: GateDecision) -> dict[str, str]:
         ],
         "ctcd.gate.reasons": "; ".join(decision.reasons)[:4900] or "-",
         "ctcd.gate.decided_at": decision.decided_at,
+        "ctcd.gate.chosen": decision.chosen or "-",
     }

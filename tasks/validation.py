@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -96,33 +96,48 @@ class ValidationOutcome(_Record):
 
 
 def bootstrap_suite(
-    reference: pd.DataFrame,
+    reference: pd.DataFrame | Sequence[pd.DataFrame],
     dataset: DatasetConfig,
     gate: DataGateConfig,
     reference_name: str = "reference",
 ) -> dict[str, Any]:
-    """Derive an id-free GX suite (as a dict) from a trusted reference batch, like TFX's SchemaGen.
+    """Derive an id-free GX suite (as a dict) from trusted reference batches, like TFX's SchemaGen.
 
-    Critical (reject the batch): exact column set, types, nulls, value ranges widened by
-    `gate.range_margin` of their span, allowed categories, row count, unique non-null ids.
-    Warning (pass, but say so): mean and standard deviation of numeric features within
-    `gate.stat_tolerance` standard deviations / relative change. Same data in, same suite out.
+    Critical (reject the batch): the exact column set, types, nulls, unique non-null ids, at least one row,
+    category sets (more than `gate.new_category_share` unseen values), and hard bounds per numeric column:
+    finite, within `gate.hard_range_factor` times the reference's magnitude beyond its range, and
+    non-negative for a quantity (see `_numeric_expectations`).
+    Warning (pass, but say so): the learned value ranges (`gate.range_severity`), any unseen category,
+    the row count, mean and standard deviation. Several batches teach more than one: ranges and categories
+    are pooled, null shares and row counts take the extremes over batches. Same data in, same suite out.
     """
-    n = len(reference)
-    if n == 0:
+    frames = [reference] if isinstance(reference, pd.DataFrame) else list(reference)
+    if not frames:
+        raise UsageError("no reference batch given: pass at least one clean batch with --from")
+    counts = [len(f) for f in frames]
+    if not sum(counts):
         raise UsageError(f"the reference batch {reference_name} has no rows: pick a clean, non-empty batch")
     declared = [dataset.id_column, *([dataset.timestamp_column] if dataset.timestamp_column else [])]
     declared += dataset.features
-    missing = [c for c in declared if c not in reference.columns]
-    if missing:
-        raise UsageError(
-            f"the reference batch {reference_name} lacks columns {missing} that the dataset config declares"
-        )
-    if reference.columns.duplicated().any():
-        raise UsageError(f"the reference batch {reference_name} has duplicated column names")
+    for frame in frames:
+        missing = [c for c in declared if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"the reference batch {reference_name} lacks columns {missing} "
+                "that the dataset config declares"
+            )
+        if frame.columns.duplicated().any():
+            raise UsageError(f"the reference batch {reference_name} has duplicated column names")
+        if set(frame.columns) != set(frames[0].columns):
+            raise UsageError(
+                f"the reference batches {reference_name} do not have the same columns: "
+                "pick batches of one schema"
+            )
 
-    columns = [str(c) for c in reference.columns]
+    columns = [str(c) for c in frames[0].columns]
+    pooled = frames[0] if len(frames) == 1 else pd.concat([f[columns] for f in frames], ignore_index=True)
     tol = gate.row_count_tolerance
+    low_rows, high_rows = min(counts), max(counts)
     expectations: list[dict[str, Any]] = [
         _exp(
             "expect_table_columns_to_match_set",
@@ -132,13 +147,25 @@ def bootstrap_suite(
         ),
         _exp(
             "expect_table_row_count_to_be_between",
-            {"min_value": max(1, math.floor(n * (1 - tol))), "max_value": math.ceil(n * (1 + tol))},
+            {"min_value": 1, "max_value": None},
             "critical",
-            f"reference has {n} rows; +/-{tol:.0%}",
+            "an empty batch carries nothing to learn from",
+        ),
+        _exp(
+            "expect_table_row_count_to_be_between",
+            {
+                "min_value": max(1, math.floor(low_rows * (1 - tol))),
+                "max_value": math.ceil(high_rows * (1 + tol)),
+            },
+            "warning",
+            f"reference batches have {low_rows}"
+            + (f"-{high_rows}" if high_rows != low_rows else "")
+            + f" rows; +/-{tol:.0%}",
         ),
     ]
     for col in columns:
-        expectations += _column_expectations(reference[col], col, dataset, gate)
+        null_fraction = max(float(f[col].isna().mean()) for f in frames if len(f))
+        expectations += _column_expectations(pooled[col], col, null_fraction, dataset, gate)
     return {
         "name": dataset.name,
         "expectations": expectations,
@@ -146,8 +173,12 @@ def bootstrap_suite(
             "ctcd": {
                 "generated_by": "ctcd suite init",
                 "reference": reference_name,
-                "reference_rows": n,
+                "reference_batches": len(frames),
+                "reference_rows": sum(counts),
+                "range_quantile": gate.range_quantile,
                 "range_margin": gate.range_margin,
+                "range_mostly": gate.range_mostly,
+                "hard_range_factor": gate.hard_range_factor,
                 "stat_tolerance": gate.stat_tolerance,
                 "note": "severity critical rejects a batch; warning passes it with a warning",
             }
@@ -175,10 +206,9 @@ def _exp(kind: str, kwargs: dict[str, Any], severity: Severity, why: str) -> dic
 
 
 def _column_expectations(
-    s: pd.Series, col: str, dataset: DatasetConfig, gate: DataGateConfig
+    s: pd.Series, col: str, null_fraction: float, dataset: DatasetConfig, gate: DataGateConfig
 ) -> list[dict[str, Any]]:
     out = [_type_expectation(s, col)]
-    null_fraction = float(s.isna().mean())
     if null_fraction == 0.0 or col == dataset.id_column:
         out.append(
             _exp("expect_column_values_to_not_be_null", {"column": col}, "critical", "no nulls in reference")
@@ -199,17 +229,40 @@ def _column_expectations(
         return out
     values = s.dropna()
     if col in dataset.categorical_features:
-        allowed_values = sorted(_plain(v) for v in values.unique())
-        out.append(
-            _exp(
-                "expect_column_values_to_be_in_set",
-                {"column": col, "value_set": allowed_values},
-                "critical",
-                "categories seen in the reference",
-            )
-        )
+        out += _category_expectations(values, col, gate)
     elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and len(values):
         out += _numeric_expectations(values.astype("float64"), col, pd.api.types.is_integer_dtype(s), gate)
+    return out
+
+
+def _category_expectations(values: pd.Series, col: str, gate: DataGateConfig) -> list[dict[str, Any]]:
+    """Any unseen category warns; more than `new_category_share` of them rejects (TFDV's domain mass).
+
+    A column with a single value in the reference has not shown its set (a campaign outcome that is always
+    "nonexistent" before the first follow-up campaign): its set is a warning only.
+    """
+    allowed = sorted(_plain(v) for v in values.unique())
+    out = [
+        _exp(
+            "expect_column_values_to_be_in_set",
+            {"column": col, "value_set": allowed},
+            "warning",
+            "categories seen in the reference; any other one warns",
+        )
+    ]
+    if len(allowed) > 1:
+        kwargs: dict[str, Any] = {"column": col, "value_set": allowed}
+        if gate.new_category_share > 0:
+            kwargs["mostly"] = 1 - gate.new_category_share
+        out.insert(
+            0,
+            _exp(
+                "expect_column_values_to_be_in_set",
+                kwargs,
+                "critical",
+                f"categories seen in the reference; more than {gate.new_category_share:.2%} unseen rejects",
+            ),
+        )
     return out
 
 
@@ -244,23 +297,64 @@ def _type_expectation(s: pd.Series, col: str) -> dict[str, Any]:
 def _numeric_expectations(
     values: pd.Series, col: str, integer: bool, gate: DataGateConfig
 ) -> list[dict[str, Any]]:
+    """A hard critical bound, a robust learned range (warning by default), and mean/std warnings.
+
+    Learned range: the reference's `range_quantile` and 1-`range_quantile` quantiles widened by
+    `range_margin` of their span (the full span when the quantiles coincide), with GX's `mostly`
+    (`range_mostly`), so a few genuine outliers pass and a spike across many rows warns. A column constant
+    in the reference warns beyond `constant_tolerance` of its value (a constant 0 warns at any change).
+    Hard bound (critical): finite and within `hard_range_factor` times the reference's magnitude
+    (max of |min|, |max|, span; 1 for all-zero) beyond its min and max. A quantity whose reference values
+    are never negative and reach down to within one span of zero (amounts, counts, ages) is bounded below
+    by 0: a negative value is corrupt. A level far from zero (an index at 93-94, a rate at 1.1-1.4) gets
+    no sign bound, since a genuine shift can take it below zero.
+    """
     lo, hi = float(values.min()), float(values.max())
-    span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    low = lo - gate.range_margin * span
+    q_lo, q_hi = (float(q) for q in values.quantile([gate.range_quantile, 1 - gate.range_quantile]))
+    if hi == lo:
+        slack = gate.constant_tolerance * abs(lo)
+        low, high = lo - slack, lo + slack
+        learned = f"constant {_num(lo)} in the reference; +/- {gate.constant_tolerance:.0%} of it"
+    else:
+        span = q_hi - q_lo if q_hi > q_lo else hi - lo
+        low, high = q_lo - gate.range_margin * span, q_hi + gate.range_margin * span
+        learned = (
+            f"reference {gate.range_quantile:.1%}-{1 - gate.range_quantile:.1%} quantiles "
+            f"[{_num(q_lo)}, {_num(q_hi)}] widened by {gate.range_margin:.0%} of their span"
+        )
     if lo >= 0 > low:
         low = 0.0  # a quantity that was never negative stays non-negative
-    high = hi + gate.range_margin * span
+    magnitude = max(abs(lo), abs(hi), hi - lo) or 1.0
+    hard_low = lo - gate.hard_range_factor * magnitude
+    hard_high = hi + gate.hard_range_factor * magnitude
+    quantity = lo >= 0 and lo <= hi - lo
+    if quantity:
+        hard_low = 0.0
     low, high = _round_out(low, down=True), _round_out(high, down=False)
+    hard_low, hard_high = _round_out(hard_low, down=True), _round_out(hard_high, down=False)
     if integer:
         low, high = math.floor(low), math.ceil(high)
+        hard_low, hard_high = math.floor(hard_low), math.ceil(hard_high)
     mean, std = float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
     spread = gate.stat_tolerance * std if std > 0 else max(abs(mean) * gate.stat_tolerance, 1e-9)
+    learned_kwargs: dict[str, Any] = {"column": col, "min_value": low, "max_value": high}
+    if gate.range_mostly < 1:
+        learned_kwargs["mostly"] = gate.range_mostly
     return [
         _exp(
             "expect_column_values_to_be_between",
-            {"column": col, "min_value": low, "max_value": high},
+            {"column": col, "min_value": hard_low, "max_value": hard_high},
             "critical",
-            f"reference range [{_num(lo)}, {_num(hi)}] widened by {gate.range_margin:.0%} of its span",
+            f"hard bound: finite, within {gate.hard_range_factor:g}x the reference's magnitude "
+            f"{_num(magnitude)} of its range [{_num(lo)}, {_num(hi)}]"
+            + ("; never negative (a quantity)" if quantity else ""),
+        ),
+        _exp(
+            "expect_column_values_to_be_between",
+            learned_kwargs,
+            gate.range_severity,
+            learned
+            + (f"; at least {gate.range_mostly:.1%} of values inside" if gate.range_mostly < 1 else ""),
         ),
         _exp(
             "expect_column_mean_to_be_between",

@@ -29,8 +29,10 @@ def monitor(
     the training deployment.
     """
     cfg, _ = options.load(config)
+    from ctcd.console import hide_expected_tracebacks
     from flows.monitoring import monitoring_flow, verdict_rows
 
+    hide_expected_tracebacks()
     outcome = monitoring_flow(str(cfg.source) if cfg.source else None, batch)
     if as_json:
         typer.echo(outcome.model_dump_json(indent=2))

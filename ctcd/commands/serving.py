@@ -49,9 +49,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = options.JsonOption,
     ) -> None:
         """Smoke-test the champion in a second server, then switch the live server to it (or roll back)."""
+        from ctcd.console import hide_expected_tracebacks
         from ctcd.errors import WorkFailed
         from flows.delivery import delivery_flow
 
+        hide_expected_tracebacks()
         cfg, _ = options.load(config)
         report = delivery_flow(str(cfg.source), version=version, start_if_down=start, build=build)
         if as_json:

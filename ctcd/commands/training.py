@@ -28,7 +28,12 @@ def _print_training(report: TrainingReport) -> None:
         f"in {report.seconds:.1f}s"
     )
     typer.echo(f"model gate: {d.summary()}")
-    if report.promoted:
+    if report.promoted and report.baseline_version:
+        typer.echo(
+            f"champion: version {report.baseline_version}, the baseline (was none); "
+            f"version {report.version} stays the challenger"
+        )
+    elif report.promoted:
         typer.echo(f"champion: version {report.version} (was {report.previous_champion or 'none'})")
     else:
         typer.echo(
@@ -38,8 +43,10 @@ def _print_training(report: TrainingReport) -> None:
 
 
 def _training(config: Path | None, reason: str, window_start: str | None) -> TrainingReport:
+    from ctcd.console import hide_expected_tracebacks
     from flows.training import training_flow
 
+    hide_expected_tracebacks()
     return training_flow(_config_path(config), reason=reason, window_start=window_start)
 
 
@@ -52,8 +59,10 @@ def run(
     config: Path | None = options.ConfigOption,
 ) -> None:
     """One CT cycle: ingest + validate new batches, then train, evaluate, gate, register and promote."""
+    from ctcd.console import hide_expected_tracebacks
     from flows.ingest import ingest_flow
 
+    hide_expected_tracebacks()
     options.load(config)  # fail fast on a bad config, before Prefect starts
     ingest = ingest_flow(_config_path(config), through=through)
     typer.echo(f"ingest: {len(ingest.accepted)} batch(es) validated, {len(ingest.rejected)} quarantined")

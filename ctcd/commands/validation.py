@@ -65,24 +65,29 @@ def validate(
 
 @suite_app.command("init")
 def suite_init(
-    reference: Path = typer.Option(..., "--from", help="A trusted, clean batch to derive the suite from."),
+    references: list[str] = typer.Option(
+        ...,
+        "--from",
+        help="Trusted, clean batches to derive the suite from: repeat --from, or give a glob (quoted).",
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Where to write (default: gates.data.suite)."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing, different suite file."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Bootstrap an expectation suite from a trusted batch: columns, types, nulls, ranges, categories."""
+    """Bootstrap an expectation suite from trusted batches: columns, types, nulls, ranges, categories."""
     from ctcd.batches import batch_id_of, read_batch
     from ctcd.errors import UsageError
     from ctcd.gx_gate import check_suite
     from tasks.validation import bootstrap_suite, dump_suite
 
     cfg, _ = load(config)
-    if not reference.is_file():
-        raise UsageError(f"{reference} is not a file")
-    frame = read_batch(reference, cfg)
-    suite = bootstrap_suite(frame, cfg.dataset, cfg.gates.data, reference_name=batch_id_of(reference))
+    paths = reference_paths(references)
+    frames = [read_batch(path, cfg) for path in paths]
+    ids = [batch_id_of(path) for path in paths]
+    name = ids[0] if len(ids) == 1 else f"{ids[0]} .. {ids[-1]} ({len(ids)} batches)"
+    suite = bootstrap_suite(frames, cfg.dataset, cfg.gates.data, reference_name=name)
     target = output or cfg.gates.data.suite
     text = dump_suite(suite)
     check_suite(suite, where=str(target))
@@ -96,8 +101,30 @@ def suite_init(
     critical = sum(1 for e in suite["expectations"] if e["severity"] == "critical")
     typer.echo(
         f"{target}: {len(suite['expectations'])} expectations ({critical} critical, "
-        f"{len(suite['expectations']) - critical} warning) from {len(frame)} rows of {reference.name}"
+        f"{len(suite['expectations']) - critical} warning) from {sum(map(len, frames))} rows of "
+        f"{len(paths)} batch(es): {name}"
     )
+
+
+def reference_paths(patterns: list[str]) -> list[Path]:
+    """The files named by `--from` values (paths or globs), each once, in the order given (globs sorted)."""
+    import glob
+
+    from ctcd.errors import UsageError
+
+    found: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matched = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+            if not matched:
+                raise UsageError(f"--from {pattern!r} matches no file")
+            found += matched
+        elif Path(pattern).is_file():
+            found.append(Path(pattern))
+        else:
+            raise UsageError(f"{pattern} is not a file")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return [Path(p) for p in unique]
 
 
 @batch_app.command("list")

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from ctcd.batches import file_batch, read_batch, validated_batches
-from ctcd.config import CtcdConfig
+from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.workspace import Workspace
 from flows.ingest import judge_batch_file, open_data_gate
-from tasks.stream import generate_day
+from tasks.stream import CORRUPTIONS, generate_day
 from tasks.validation import bootstrap_suite, dump_suite, judge
 
 
@@ -310,3 +310,163 @@ def find_batch_status(ws: Workspace, batch_id: str) -> str:
     from ctcd.batches import find_batch
 
     return find_batch(ws, batch_id).status
+
+
+# ------------------------------------------------------------- the shipped suite and real-looking data
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory, default_config: CtcdConfig):
+    """The shipped suite (configs/expectations/agrawal-loans.json) bound to a fresh workspace."""
+    from ctcd.gx_gate import open_gate
+
+    ws = Workspace.open(tmp_path_factory.mktemp("shipped") / "home")
+    return open_gate(ws, default_config.gates.data.suite)
+
+
+@pytest.mark.parametrize("corruption", [c for c in CORRUPTIONS if c != "truncated"])
+def test_the_shipped_suite_rejects_every_built_in_corruption(shipped, default_config: CtcdConfig, corruption):
+    """Each corruption the stream can schedule is critical, at any batch size (`truncated` is unreadable)."""
+    stream = default_config.stream.model_copy(
+        update={
+            "rows_per_day": 500,
+            "events": [ScenarioEvent(day=2, kind="corrupt_batch", corruption=corruption)],
+        }
+    )
+    cfg = default_config.model_copy(update={"stream": stream})
+    features = generate_day(cfg, 2).features
+    outcome = judge(shipped.validate(features, corruption).result, corruption, rows=len(features))
+    assert not outcome.accepted, outcome.reason
+    assert outcome.failures and all(f.severity == "critical" for f in outcome.failures)
+
+
+def test_the_shipped_suite_accepts_big_and_small_genuine_batches(shipped, default_config: CtcdConfig):
+    """Row count is not a contract: a 100x batch and a 50-row batch pass (with a row-count warning)."""
+    for rows in (200_000, 50):
+        cfg = default_config.model_copy(
+            update={"stream": default_config.stream.model_copy(update={"rows_per_day": rows, "events": []})}
+        )
+        features = generate_day(cfg, 4).features
+        outcome = judge(shipped.validate(features, f"rows-{rows}").result, f"rows-{rows}", rows=rows)
+        assert outcome.accepted, outcome.reason
+        assert "expect_table_row_count_to_be_between" in [w.expectation for w in outcome.warnings]
+
+
+def _heavy_tailed_batch(day: int, rows: int = 800) -> pd.DataFrame:
+    """A shop's daily orders: lognormal prices with an occasional spike, a constant currency rate,
+    string categories, integer quantities (a count reaching down to 1)."""
+    rng = np.random.default_rng(1000 + day)
+    price = rng.lognormal(mean=3.5, sigma=1.1, size=rows)
+    if day % 4 == 0:  # a sale of luxury goods now and then: a few rows far out in the tail
+        spikes = rng.choice(rows, size=rows // 200, replace=False)
+        price[spikes] *= rng.uniform(20, 60, size=len(spikes))
+    return pd.DataFrame(
+        {
+            "order_id": np.arange(day * 100_000, day * 100_000 + rows, dtype=np.int64),
+            "price": price,
+            "quantity": rng.geometric(0.4, size=rows).astype(np.int64),
+            "fx_rate": 1.0,
+            "channel": rng.choice(["web", "app", "store"], size=rows, p=[0.5, 0.35, 0.15]),
+            "country": rng.choice(["de", "fr", "it", "es", "nl", "be", "at", "pl"], size=rows),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory):
+    from ctcd.config import DataGateConfig, DatasetConfig
+    from ctcd.gx_gate import DataGate
+
+    dataset = DatasetConfig(
+        name="shop-orders",
+        target="returned",
+        id_column="order_id",
+        numerical_features=["price", "quantity", "fx_rate"],
+        categorical_features=["channel", "country"],
+    )
+    gate = DataGateConfig(suite=Path("unused.json"))
+    suite = bootstrap_suite([_heavy_tailed_batch(d) for d in (1, 2, 3)], dataset, gate, "days 1-3")
+    ws = Workspace.open(tmp_path_factory.mktemp("shop") / "home")
+    return suite, DataGate(ws, suite, keep_results=3)
+
+
+def _shop_outcome(shop, frame: pd.DataFrame, batch_id: str):
+    return judge(shop[1].validate(frame, batch_id).result, batch_id, rows=len(frame))
+
+
+def test_a_suite_from_three_heavy_tailed_batches_quarantines_no_genuine_batch(shop):
+    suite, _ = shop
+    fx = [e for e in suite["expectations"] if e["kwargs"].get("column") == "fx_rate"]
+    learned = [
+        e for e in fx if e["type"] == "expect_column_values_to_be_between" and e["severity"] == "warning"
+    ]
+    assert [(e["kwargs"]["min_value"], e["kwargs"]["max_value"]) for e in learned] == [(0.99, 1.01)]
+    outcomes = [_shop_outcome(shop, _heavy_tailed_batch(d), f"day-{d}") for d in range(4, 34)]
+    assert [o.batch_id for o in outcomes if not o.accepted] == []
+    # the spikes are seen: a warning, not a quarantine
+    assert any(w.column == "price" for o in outcomes for w in o.warnings)
+
+
+def _spike_everywhere(f: pd.DataFrame) -> pd.DataFrame:
+    return f.assign(price=f["price"] * 1e6)  # cents read as millions
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "phrase"),
+    [
+        (lambda f: f.assign(price=-f["price"]), "price:"),
+        (_spike_everywhere, "price:"),
+        (lambda f: f.assign(quantity=f["quantity"].where(f.index % 5 != 0, -1)), "quantity:"),
+        (lambda f: f.assign(price=f["price"].where(f.index % 3 != 0)), "expect_column_values_to_not_be_null"),
+        (lambda f: f.assign(channel=f["channel"].where(f.index % 10 != 0, "fax")), "channel:"),
+        (lambda f: f.assign(country=f["country"].str.upper()), "country:"),
+        (
+            lambda f: f.assign(price=f["price"].map("{:,.2f}".format)),
+            "expect_column_values_to_be_in_type_list",
+        ),
+        (lambda f: f.drop(columns=["channel"]), "missing columns ['channel']"),
+    ],
+    ids=[
+        "negative",
+        "unit-error",
+        "negative-counts",
+        "nulls",
+        "new-channel",
+        "recoded",
+        "strings",
+        "missing",
+    ],
+)
+def test_the_heavy_tailed_suite_still_quarantines_corrupt_batches(shop, corrupt, phrase, request):
+    outcome = _shop_outcome(shop, corrupt(_heavy_tailed_batch(40)), request.node.callspec.id)
+    assert not outcome.accepted and phrase in outcome.reason, outcome.reason
+
+
+def test_cli_suite_init_from_several_batches(default_config: CtcdConfig, tmp_path):
+    """`--from` takes a glob or repeats; the suite says how many batches taught it."""
+    from typer.testing import CliRunner
+
+    from ctcd.cli import app
+    from ctcd.errors import UsageError
+
+    for day in (1, 2, 3):
+        generate_day(default_config, day).features.to_parquet(
+            tmp_path / f"2026-01-0{day}.parquet", index=False
+        )
+    config = str(default_config.source)
+    runner = CliRunner()
+    out = tmp_path / "glob.json"
+    made = runner.invoke(
+        app, ["suite", "init", "--from", str(tmp_path / "2026-*.parquet"), "-o", str(out), "-c", config]
+    )
+    assert made.exit_code == 0, made.output
+    assert "from 6000 rows of 3 batch(es): 2026-01-01 .. 2026-01-03 (3 batches)" in made.output
+    suite = json.loads(out.read_text())
+    assert suite["meta"]["ctcd"]["reference_batches"] == 3 and suite["meta"]["ctcd"]["reference_rows"] == 6000
+    again = tmp_path / "repeated.json"
+    args = [a for day in (1, 2, 3) for a in ("--from", str(tmp_path / f"2026-01-0{day}.parquet"))]
+    repeated = runner.invoke(app, ["suite", "init", *args, "-o", str(again), "-c", config])
+    assert repeated.exit_code == 0, repeated.output
+    assert again.read_text() == out.read_text()
+    nothing = runner.invoke(app, ["suite", "init", "--from", str(tmp_path / "1999-*.csv"), "-c", config])
+    assert isinstance(nothing.exception, UsageError) and "matches no file" in str(nothing.exception)

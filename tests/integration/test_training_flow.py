@@ -173,7 +173,7 @@ def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
 ):
     from ctcd.cli import app
 
-    small = small_config(default_config, rows_per_day=1000)  # the shipped suite wants 1000-3000 rows a day
+    small = small_config(default_config, rows_per_day=1000)  # the shipped suite warns outside 1000-3000
     assert small.stream is not None
     cfg = small.model_copy(update={"stream": small.stream.model_copy(update={"perturbation": 0.0})})
     path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
@@ -187,3 +187,66 @@ def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
     assert champ.tags["ctcd.reason"] == "ctcd run" and champ.tags["ctcd.gate.passed"] == "true"
     # The last day's labels have not arrived yet: it was validated but not trained on.
     assert len(champ.tags["ctcd.data.batches"].split(",")) == 4
+
+
+def _first_model_config(default_config: CtcdConfig, floors: dict[str, float], **params: float) -> CtcdConfig:
+    cfg = small_config(default_config, rows_per_day=1000)
+    model = cfg.model.model_copy(
+        update={
+            "params": {**cfg.model.params, **params},
+            "search": cfg.model.search.model_copy(update={"budget": 1, "space": {}}),
+        }
+    )
+    gate = cfg.gates.model.model_copy(update={"floors": floors})
+    return cfg.model_copy(update={"model": model, "gates": cfg.gates.model_copy(update={"model": gate})})
+
+
+def test_with_no_champion_a_better_baseline_is_registered_and_served(
+    prefect_server, default_config, workspace, tmp_path
+):
+    """A candidate that cannot split (min_child_weight 1e9: ROC AUC 0.5) under the floor, a baseline over it:
+    the baseline becomes version 2 and champion, the candidate (version 1) stays the challenger."""
+    from ctcd.cli import app
+
+    cfg = _first_model_config(default_config, {"roc_auc": 0.52}, min_child_weight=1e9)
+    path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
+    land_validated(cfg, workspace, range(1, 5))
+    result = CliRunner().invoke(app, ["train", "-c", path])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert "champion: version 2, the baseline (was none); version 1 stays the challenger" in result.stdout
+    champ = registry.require_champion(cfg, workspace)
+    assert champ.version == "2" and champ.tags["ctcd.role"] == "baseline"
+    assert champ.tags["ctcd.model_kind"] == "logistic_regression"
+    assert champ.tags["ctcd.gate.passed"] == "true" and champ.tags["ctcd.gate.chosen"] == "baseline"
+    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "1"
+    decision = registry.load_decision(cfg, workspace, champ)
+    assert decision["chosen"] == "baseline" and decision["reference_kind"] == "baseline"
+    assert decision["passed"] is False  # the candidate's own verdict stays on record
+    # The baseline is a model version like any other: it loads and scores.
+    model = registry.load_model(cfg, workspace, champ)
+    rows = generate_day(cfg, 5).features
+    from tasks.model import features_frame, positive_proba
+
+    proba = positive_proba(model, features_frame(rows, cfg.dataset))
+    assert len(proba) == len(rows) and ((proba >= 0) & (proba <= 1)).all()
+
+
+def test_with_no_model_clearing_the_floors_training_fails_in_one_line(
+    prefect_server, default_config, workspace, tmp_path
+):
+    from ctcd.cli import app
+    from ctcd.errors import WorkFailed
+
+    cfg = _first_model_config(default_config, {"roc_auc": 0.999})
+    path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
+    land_validated(cfg, workspace, range(1, 5))
+    result = CliRunner().invoke(app, ["train", "-c", path])
+    assert isinstance(result.exception, WorkFailed) and result.exception.exit_code == 1, result.output
+    message = str(result.exception)
+    assert "\n" not in message
+    assert message.startswith("no model cleared the floors roc_auc>=0.999: candidate roc_auc 0.")
+    assert "(baseline roc_auc 0." in message and "lower gates.model.floors" in message
+    assert registry.champion(cfg, workspace) is None
+    # The candidate is registered with the decision that says why nothing serves.
+    (candidate,) = registry.versions(cfg, workspace)
+    assert candidate.tags["ctcd.gate.chosen"] == "-" and candidate.tags["ctcd.gate.passed"] == "false"

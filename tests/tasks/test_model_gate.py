@@ -176,3 +176,58 @@ def test_the_vectorized_bootstrap_equals_sklearn_scoring_each_resample(metric):
     assert b.samples == samples
     assert b.low == pytest.approx(low, abs=1e-12) and b.high == pytest.approx(high, abs=1e-12)
     assert b.candidate == pytest.approx(score(y, cand, sample_weight=None), abs=1e-12)
+
+
+# ---------------------------------------------------------------- the first model (no champion yet)
+
+
+def test_first_model_a_candidate_as_good_as_the_baseline_is_served(cfg, holdout):
+    """The gate against the baseline fails (no improvement), yet something must serve: the candidate."""
+    split, champion = holdout
+    _, proba = evaluation.evaluate(champion, split.test, cfg)
+    d = model_gate.choose_first(_decide(cfg, split.test, proba, proba, kind="baseline"))
+    assert not d.passed and d.chosen == "candidate"
+    assert [c.name for c in d.reference_checks] == ["floor:accuracy", "floor:roc_auc"]
+    assert "first model: the candidate is served" in d.summary()
+    assert model_gate.decision_tags(d)["ctcd.gate.chosen"] == "candidate"
+
+
+def test_first_model_a_slightly_worse_candidate_leaves_the_baseline_to_serve(cfg, holdout):
+    """Bootstrap lower bound just below -max_regression: the candidate is not blessed; the better model
+    of the two (the baseline) clears the floors and is chosen, recorded in the typed decision."""
+    split, champion = holdout
+    _, good = evaluation.evaluate(champion, split.test, cfg)
+    slightly = np.clip(good + np.random.default_rng(5).normal(0, 0.08, len(good)), 0, 1)
+    d = model_gate.choose_first(_decide(cfg, split.test, slightly, good, kind="baseline"))
+    assert not _check(d, "no_regression").passed and d.bootstrap.delta < 0
+    assert all(c.passed for c in d.checks if c.name.startswith("floor:")), d.summary()
+    assert d.chosen == "baseline" and all(c.passed for c in d.reference_checks)
+    again = model_gate.GateDecision.model_validate_json(d.model_dump_json())
+    assert again.chosen == "baseline" and again.reference_kind == "baseline"
+    tags = model_gate.baseline_tags(d)
+    assert tags["ctcd.gate.passed"] == "true" and tags["ctcd.gate.reference"] == "candidate:2"
+    assert float(tags["ctcd.gate.candidate"]) == pytest.approx(d.bootstrap.reference, abs=1e-6)
+
+
+def test_first_model_nothing_clearing_the_floors_is_one_line_that_says_what_to_change(cfg, holdout):
+    split, _ = holdout
+    rng = np.random.default_rng(2)
+    noise, other = rng.random(len(split.test)), rng.random(len(split.test))
+    d = model_gate.choose_first(_decide(cfg, split.test, noise, other, kind="baseline"))
+    assert d.chosen is None
+    line = model_gate.no_first_model(d)
+    assert "\n" not in line
+    assert line.startswith("no model cleared the floors accuracy>=0.7, roc_auc>=0.75: candidate accuracy 0.")
+    assert "(baseline accuracy 0." in line and "lower gates.model.floors" in line
+
+
+def test_a_failing_candidate_with_a_better_baseline_failing_its_floors_is_not_served(cfg, holdout):
+    """Floors bind the baseline too: a baseline under the floors is never the first model."""
+    split, champion = holdout
+    _, good = evaluation.evaluate(champion, split.test, cfg)
+    rng = np.random.default_rng(4)
+    d = model_gate.choose_first(_decide(cfg, split.test, rng.random(len(good)), good, kind="baseline"))
+    assert d.chosen == "baseline"  # the real model as baseline clears the floors
+    strict = cfg.gates.model.model_copy(update={"floors": {"roc_auc": 0.9999}})
+    d = model_gate.choose_first(d.model_copy(update={"thresholds": strict}))
+    assert d.chosen is None and "roc_auc>=0.9999" in model_gate.no_first_model(d)

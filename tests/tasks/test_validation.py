@@ -47,8 +47,12 @@ def test_bootstrap_covers_the_contract(reference, default_config: CtcdConfig):
     assert all(e["severity"] in ("critical", "warning") and "id" not in e for e in suite["expectations"])
     (cols,) = _by(suite, "expect_table_columns_to_match_set")
     assert cols["kwargs"] == {"column_set": list(reference.columns), "exact_match": True}
-    (rows,) = _by(suite, "expect_table_row_count_to_be_between")
-    assert rows["kwargs"] == {"min_value": 200, "max_value": 600}
+    # row count: only an empty batch is critical; the reference's size +/-50% is a warning
+    rows = {e["severity"]: e["kwargs"] for e in _by(suite, "expect_table_row_count_to_be_between")}
+    assert rows == {
+        "critical": {"min_value": 1, "max_value": None},
+        "warning": {"min_value": 200, "max_value": 600},
+    }
     assert _by(suite, "expect_column_values_to_be_unique", "application_id")
     assert _by(suite, "expect_column_values_to_be_of_type", "applied_at")[0]["kwargs"]["type_"] == "Timestamp"
     assert (
@@ -57,12 +61,19 @@ def test_bootstrap_covers_the_contract(reference, default_config: CtcdConfig):
     # no nulls -> strictly non-null; nulls (10%) -> a bound on the null share
     assert _by(suite, "expect_column_values_to_not_be_null", "salary")[0]["kwargs"] == {"column": "salary"}
     assert _by(suite, "expect_column_values_to_not_be_null", "commission")[0]["kwargs"]["mostly"] == 0.85
-    # ranges widened by half their span, never below zero for a non-negative quantity
-    (age,) = _by(suite, "expect_column_values_to_be_between", "age")
-    assert age["kwargs"]["min_value"] == 0.0 and age["kwargs"]["max_value"] == 110.0
-    assert age["severity"] == "critical"
-    (cars,) = _by(suite, "expect_column_values_to_be_in_set", "car")
-    assert cars["kwargs"]["value_set"] == list(range(1, 21))
+    # age: a critical hard bound (never negative, finite, < 101x its max) and a learned warning range
+    hard, learned = _by(suite, "expect_column_values_to_be_between", "age")
+    assert hard["severity"] == "critical" and hard["kwargs"] == {
+        "column": "age",
+        "min_value": 0.0,
+        "max_value": 8080.0,
+    }
+    assert learned["severity"] == "warning"
+    assert learned["kwargs"] == {"column": "age", "min_value": 0.0, "max_value": 110.0, "mostly": 0.99}
+    critical_set, warning_set = _by(suite, "expect_column_values_to_be_in_set", "car")
+    assert critical_set["severity"] == "critical" and critical_set["kwargs"]["mostly"] == 0.999
+    assert critical_set["kwargs"]["value_set"] == warning_set["kwargs"]["value_set"] == list(range(1, 21))
+    assert warning_set["severity"] == "warning" and "mostly" not in warning_set["kwargs"]
     assert not _by(suite, "expect_column_values_to_be_between", "car")
     (mean,) = _by(suite, "expect_column_mean_to_be_between", "salary")
     assert mean["severity"] == "warning"
@@ -83,6 +94,53 @@ def test_bootstrap_refuses_a_reference_without_declared_columns(reference, defau
         bootstrap_suite(reference.drop(columns=["loan"]), default_config.dataset, default_config.gates.data)
     with pytest.raises(UsageError, match="no rows"):
         bootstrap_suite(reference.iloc[:0], default_config.dataset, default_config.gates.data)
+    with pytest.raises(UsageError, match="same columns"):
+        bootstrap_suite(
+            [reference, reference.assign(extra=1)], default_config.dataset, default_config.gates.data
+        )
+
+
+def test_several_batches_pool_ranges_categories_nulls_and_row_counts(reference, default_config: CtcdConfig):
+    first, second = reference.iloc[:100].copy(), reference.iloc[100:400].copy()
+    first["car"], second["car"] = 1, 2  # each batch shows one car, together two
+    second["commission"] = second["commission"].fillna(1.0)  # nulls only in the first batch (10%)
+    suite = bootstrap_suite([first, second], default_config.dataset, default_config.gates.data, "a .. b")
+    assert suite["meta"]["ctcd"]["reference_batches"] == 2 and suite["meta"]["ctcd"]["reference_rows"] == 400
+    rows = [
+        e["kwargs"] for e in _by(suite, "expect_table_row_count_to_be_between") if e["severity"] == "warning"
+    ]
+    assert rows == [{"min_value": 50, "max_value": 450}]
+    assert _by(suite, "expect_column_values_to_not_be_null", "commission")[0]["kwargs"]["mostly"] == 0.85
+    assert {e["severity"] for e in _by(suite, "expect_column_values_to_be_in_set", "car")} == {
+        "critical",
+        "warning",
+    }
+    assert _by(suite, "expect_column_values_to_be_in_set", "car")[0]["kwargs"]["value_set"] == [1, 2]
+
+
+def test_constant_columns_get_a_relative_tolerance_not_a_unit_span(reference, default_config: CtcdConfig):
+    ref = reference.assign(hvalue=250_000.0, hyears=0.0, car=3)
+    suite = bootstrap_suite(ref, default_config.dataset, default_config.gates.data)
+    hard, learned = _by(suite, "expect_column_values_to_be_between", "hvalue")
+    assert learned["severity"] == "warning"
+    assert (learned["kwargs"]["min_value"], learned["kwargs"]["max_value"]) == (247_500.0, 252_500.0)
+    assert hard["severity"] == "critical" and hard["kwargs"]["min_value"] < 0  # a level, not a quantity
+    zero_hard, zero_learned = _by(suite, "expect_column_values_to_be_between", "hyears")
+    assert (zero_learned["kwargs"]["min_value"], zero_learned["kwargs"]["max_value"]) == (0.0, 0.0)
+    assert (zero_hard["kwargs"]["min_value"], zero_hard["kwargs"]["max_value"]) == (0.0, 100.0)
+    # one category seen is not a category set: it warns only
+    (cars,) = _by(suite, "expect_column_values_to_be_in_set", "car")
+    assert cars["severity"] == "warning" and cars["kwargs"]["value_set"] == [3]
+
+
+def test_a_level_far_from_zero_has_no_sign_bound(reference, default_config: CtcdConfig):
+    """An index at 93-94 may genuinely fall; a quantity reaching down towards zero may not go negative."""
+    ref = reference.assign(hvalue=np.linspace(93.0, 94.5, len(reference)))
+    suite = bootstrap_suite(ref, default_config.dataset, default_config.gates.data)
+    hard, _ = _by(suite, "expect_column_values_to_be_between", "hvalue")
+    assert hard["kwargs"]["min_value"] < -9000 and hard["kwargs"]["max_value"] > 9000
+    hard_age, _ = _by(suite, "expect_column_values_to_be_between", "age")
+    assert hard_age["kwargs"]["min_value"] == 0.0
 
 
 def _result(kind: str, column: str | None, severity: str, success: bool, **res) -> dict:
