@@ -511,8 +511,8 @@ def monitoring_flow(config_path: str | None = None, batch: str | None = None) ->
     cfg = load_config(config_path)
     ws = Workspace.open()
     timeline = workspace_timeline(cfg, ws)
+    champ = registry.require_champion(cfg, ws)  # the first thing a new workspace lacks: say it first
     current = current_batch(ws, timeline, batch)
-    champ = registry.require_champion(cfg, ws)
     promoted = retrain_outcome(cfg, ws, read_state(ws, timeline, current))
     outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, timeline, current), promoted)
     log_summary(cfg, ws, outcome)
