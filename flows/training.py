@@ -249,7 +249,7 @@ def _baseline_run(
         model=baseline,
         params={
             "model.kind": kind,
-            "training.window_days": cfg.training.window_days,
+            "training.window_batches": cfg.training.window_batches,
             "training.seed": cfg.training.seed,
             **{f"rows.{k}": v for k, v in split.rows.items()},
         },
