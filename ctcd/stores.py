@@ -88,7 +88,8 @@ def head_revision() -> str:
 
 
 def inspect_store(path: Path) -> StoreState:
-    """Read the tables, schema revision and record counts of the SQLite file at `path` (never creates it)."""
+    """Read the tables and schema revision of the SQLite file at `path`, and for an incomplete store its
+    record counts (never creates the file)."""
     if not path.exists():
         return StoreState(path, exists=False)
     # mode=rw: never create the file, but do roll back a hot journal a killed writer left.
@@ -101,12 +102,14 @@ def inspect_store(path: Path) -> StoreState:
         if "alembic_version" in tables:
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
             revision = row[0] if row else None
+        complete = revision == head_revision() and not any(t.startswith("_alembic_tmp_") for t in tables)
+        # Counting is only needed to decide about an incomplete store: a complete one costs no scan.
         records = {
             t: connection.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
             for t in RECORD_TABLES
-            if t in tables
+            if t in tables and not complete
         }
-        if "experiments" in tables:
+        if "experiments" in tables and not complete:
             records["experiments"] = connection.execute(
                 "SELECT count(*) FROM experiments WHERE experiment_id != 0"
             ).fetchone()[0]

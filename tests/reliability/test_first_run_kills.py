@@ -3,10 +3,11 @@
 One small stream is generated once (`ctcd data generate`). For each kill point a fresh copy of that
 workspace runs `ctcd run` through the real CLI (Prefect's temporary server, Great Expectations, MLflow's
 SQLite store in the workspace), which is killed with SIGKILL, its whole process group and every descendant,
-at a moment fixed by what the run has observably done: its start, Prefect's database appearing (its
-migrations), the first batch judged, and, densely, the MLflow store's creation (its temporary file
-appearing, then several offsets after it), the store in place, and the search's result persisted. Kill
-points tied to events rather than to clock time mean the same thing on a slow and on a fast machine.
+at a moment fixed by what the run has observably done: Prefect's database appearing (its migrations)
+and 1.5 s later, the first batch judged, and, densely, the MLflow store's creation (its temporary file
+appearing, then holding 25, 50 and 75 % of a complete store's bytes) and the store in place. Kill points
+tied to events (and to the migrations' progress) rather than to clock time mean the same thing on a slow
+and on a fast machine.
 
 After each kill: the MLflow store is either absent or complete (never half-made), and a rerun of `ctcd run`
 succeeds with exactly one model version, which is the champion, and every generated batch is in
@@ -45,46 +46,55 @@ EVENT_TIMEOUT = 300.0
 @dataclass(frozen=True)
 class KillPoint:
     name: str
-    event: Callable[[Workspace], bool]
-    offset: float  # seconds after the event was seen
+    event: Callable[[Workspace, int], bool]  # (workspace, size of a complete MLflow store in bytes)
+    offset: float = 0.0  # seconds after the event was seen
 
 
-def _started(ws: Workspace) -> bool:
-    return True
-
-
-def _prefect_db(ws: Workspace) -> bool:
+def _prefect_db(ws: Workspace, full_size: int) -> bool:
     return (ws.prefect_home / "prefect.db").exists()
 
 
-def _first_batch_judged(ws: Workspace) -> bool:
+def _first_batch_judged(ws: Workspace, full_size: int) -> bool:
     return any(ws.validated.glob("*.parquet")) or any(ws.quarantine.glob("*.parquet"))
 
 
-def _store_being_created(ws: Workspace) -> bool:
-    return any(ws.mlflow_db.parent.glob(f"{stores.TMP_PREFIX}*"))
+def _temporary_store(ws: Workspace) -> Path | None:
+    found = [p for p in ws.mlflow_db.parent.glob(f"{stores.TMP_PREFIX}*") if p.suffix == ".db"]
+    return found[0] if found else None
 
 
-def _store_in_place(ws: Workspace) -> bool:
+def _store_in_place(ws: Workspace, full_size: int) -> bool:
     return ws.mlflow_db.exists()
 
 
-def _search_persisted(ws: Workspace) -> bool:
-    storage = ws.prefect_home / "storage"
-    return storage.is_dir() and any(p.is_file() for p in storage.rglob("*"))
+def _store_built(share: float) -> Callable[[Workspace, int], bool]:
+    """The store's creation has written `share` of a complete store's bytes (or it is already in place).
+
+    Progress measured by what MLflow's migrations wrote, not by time: the same point on any machine."""
+
+    def event(ws: Workspace, full_size: int) -> bool:
+        tmp = _temporary_store(ws)
+        try:
+            if tmp is not None and tmp.stat().st_size >= share * full_size:
+                return True
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+        return _store_in_place(ws, full_size)
+
+    return event
 
 
+# In the order a first run reaches them. Prefect migrates its database while its temporary server starts;
+# the MLflow store is created when the candidate is registered, after the search.
 KILL_POINTS = [
-    KillPoint("1 s after start (imports, Prefect starting)", _started, 1.0),
-    KillPoint("Prefect's database appears (its migrations)", _prefect_db, 0.0),
-    KillPoint("1.5 s into Prefect's database", _prefect_db, 1.5),
-    KillPoint("first batch judged (ingest)", _first_batch_judged, 0.0),
-    KillPoint("MLflow store creation begins", _store_being_created, 0.0),
-    KillPoint("MLflow store creation +0.15 s", _store_being_created, 0.15),
-    KillPoint("MLflow store creation +0.4 s", _store_being_created, 0.4),
-    KillPoint("MLflow store creation +0.8 s", _store_being_created, 0.8),
-    KillPoint("MLflow store just in place", _store_in_place, 0.0),
-    KillPoint("search result persisted (training)", _search_persisted, 0.0),
+    KillPoint("Prefect's database appears (its migrations begin)", _prefect_db),
+    KillPoint("1.5 s into Prefect's migrations", _prefect_db, offset=1.5),
+    KillPoint("first batch judged (ingest)", _first_batch_judged),
+    KillPoint("MLflow store creation begins", _store_built(0.0)),
+    KillPoint("MLflow store creation, 25 % of its bytes written", _store_built(0.25)),
+    KillPoint("MLflow store creation, 50 % of its bytes written", _store_built(0.5)),
+    KillPoint("MLflow store creation, 75 % of its bytes written", _store_built(0.75)),
+    KillPoint("MLflow store just in place", _store_in_place),
 ]
 
 
@@ -103,8 +113,9 @@ def _environment(ws: Workspace) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
-    """A small config and a workspace holding one generated stream (landed), reused by every kill point."""
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], int]:
+    """A small config and a workspace holding one generated stream (landed), reused by every kill point,
+    and the size of a complete MLflow store (to kill at shares of its creation)."""
     root = tmp_path_factory.mktemp("first-run")
     cfg: CtcdConfig = small_config(load_config(REPO / "configs" / "default.yaml"), rows_per_day=1000)
     config = write_config(cfg, root / "ctcd.yaml")
@@ -120,13 +131,16 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, lis
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     batches = sorted(p.stem for p in template.landing.glob("*.parquet"))
     assert len(batches) == DAYS
-    assert not template.mlflow_db.exists() and not _prefect_db(template)
-    return config, template.root, batches
+    assert not template.mlflow_db.exists() and not _prefect_db(template, 0)
+
+    calibration = Workspace.open(root / "calibration")
+    stores.ensure_mlflow_store(calibration)
+    return config, template.root, batches, calibration.mlflow_db.stat().st_size
 
 
-def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path) -> bool:
-    """Run `ctcd run` in `ws` and SIGKILL it `point.offset` s after `point.event`; whether the kill fell
-    inside the MLflow store's creation (its temporary file was there just before the kill)."""
+def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path, full_size: int) -> bool:
+    """Run `ctcd run` in `ws` and SIGKILL it at `point`; whether the kill fell inside the MLflow store's
+    creation (its temporary file was there just before the kill)."""
     with log.open("wb") as out:
         run = subprocess.Popen(
             [*CLI, "run", "-c", str(config)],
@@ -138,12 +152,12 @@ def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path) -> bool:
         )
         try:
             deadline = time.monotonic() + EVENT_TIMEOUT
-            while not point.event(ws) and run.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            seen = point.event(ws)
+            while not point.event(ws, full_size) and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen = point.event(ws, full_size)
             if seen and point.offset:
                 time.sleep(point.offset)
-            inside_creation = _store_being_created(ws)
+            inside_creation = _temporary_store(ws) is not None
         finally:
             _kill_tree(run)
     tail = log.read_text(errors="replace")[-3000:]
@@ -153,13 +167,14 @@ def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path) -> bool:
 
 
 def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_path: Path) -> None:
-    config, template, batches = generated
+    config, template, batches, full_size = generated
     cfg = load_config(config)
     inside_creation = []
     for i, point in enumerate(KILL_POINTS):
         ws = Workspace(tmp_path / f"kill-{i}")
         shutil.copytree(template, ws.root)
-        if _kill_at(point, ws, config, tmp_path / f"kill-{i}.log"):
+        started = time.monotonic()
+        if _kill_at(point, ws, config, tmp_path / f"kill-{i}.log", full_size):
             inside_creation.append(point.name)
 
         # Never a half-made store in place: none, or a complete one.
@@ -185,5 +200,8 @@ def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_pa
         assert not validated & quarantined, f"{point.name}: a batch is in both places"
         assert not list(ws.landing.glob("*.parquet")), point.name
         assert not list(ws.mlflow_db.parent.glob(f"{stores.TMP_PREFIX}*")), "a temporary store was left"
+        took = time.monotonic() - started
+        print(f"kill point {i + 1}/{len(KILL_POINTS)}: {point.name}: survived ({took:.0f} s)")
+    print(f"kills inside the MLflow store's creation: {inside_creation}")
     # The dense kill points did hit the store's creation (not only before or after it).
     assert inside_creation, "no kill fell inside the MLflow store's creation"
