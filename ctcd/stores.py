@@ -219,7 +219,8 @@ def _create(ws: Workspace) -> None:
     try:
         SqlAlchemyStore(uri, ws.mlflow_artifacts.as_uri())
     finally:
-        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+        # MLflow caches one engine per URI (a private map): close the temporary file's before renaming it.
+        engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
         if engine is not None:
             engine.dispose()
     state = inspect_store(tmp)
