@@ -77,6 +77,10 @@ def connect(cfg: CtcdConfig, ws: Workspace) -> MlflowClient:
     from mlflow import MlflowClient
 
     uri = tracking_uri(cfg, ws)
+    if not cfg.tracking.tracking_uri:
+        from ctcd.stores import ensure_mlflow_store
+
+        ensure_mlflow_store(ws)  # created whole or not at all: MLflow's own creation is not crash-safe
     # MLflow's client retries every HTTP call for about this long; ctcd adds no retries of its own.
     settings.use_mlflow_retry_window(cfg.tracking.retry_seconds)
     mlflow.set_tracking_uri(uri)

@@ -385,8 +385,12 @@ def start_prefect_server(cfg: CtcdConfig, ws: Workspace) -> Launch:
 
 def start_mlflow(cfg: CtcdConfig, ws: Workspace) -> Launch:
     """Start `mlflow server` on the workspace's store (or reuse the running one); does not wait for it."""
+    from ctcd.stores import ensure_mlflow_store
+
     service = _mlflow_service(cfg)
     o = cfg.orchestration
+    # The server would otherwise create the store in place, which a crash can leave half-made.
+    ensure_mlflow_store(ws)
     # The same SQLite store and artifact folder the flows write to. Host-header protection stays on: its
     # default allows localhost and private addresses (compose sets --allowed-hosts for its host names).
     command = _python_command(

@@ -74,16 +74,18 @@ def training_deployment(cfg: CtcdConfig, tmp_path_factory: pytest.TempPathFactor
 
 
 def training_runs(deployment_id: UUID, expected: int, settle: float = 3.0) -> list:
-    """The deployment's flow runs, oldest first, once `expected` exist (and no more arrived meanwhile)."""
+    """The deployment's flow runs once `expected` exist (and no more arrived meanwhile), in no promised order.
+
+    Runs that automations create close together may come back in any order (by `created` or by start
+    time): callers match runs by their parameters or ids, never by position.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
 
     def read() -> list:
         with get_client(sync_client=True) as client:
             return client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                sort=FlowRunSort.START_TIME_ASC,
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
             )
 
     deadline = time.monotonic() + 60
@@ -92,11 +94,17 @@ def training_runs(deployment_id: UUID, expected: int, settle: float = 3.0) -> li
         time.sleep(0.5)
         runs = read()
     time.sleep(settle)  # a storm would show up here
-    return sorted(read(), key=lambda r: r.created)
+    return read()
+
+
+def new_runs(runs: list, before: list) -> list:
+    """The runs of `runs` that were not in `before` (matched by id, not by position)."""
+    known = {r.id for r in before}
+    return [r for r in runs if r.id not in known]
 
 
 def test_drift_event_starts_the_training_deployment_with_its_parameters(cfg, training_deployment):
-    before = len(training_runs(training_deployment, 0, settle=0))
+    before = training_runs(training_deployment, 0, settle=0)
     payload = {
         "reason": "drift: accuracy fell",
         "window_start": "2026-01-20",
@@ -107,7 +115,7 @@ def test_drift_event_starts_the_training_deployment_with_its_parameters(cfg, tra
     assert event.resource["ctcd.model.version"] == "7"
     events.emit_drift_event(cfg, {"reason": "drift: prior", "window_start": None, "trigger": {"x": 1}})
 
-    runs = training_runs(training_deployment, before + 2)[before:]
+    runs = new_runs(training_runs(training_deployment, len(before) + 2), before)
     assert sorted((r.parameters for r in runs), key=lambda p: p["reason"]) == [
         {"reason": "drift: accuracy fell", "window_start": "2026-01-20", "trigger": payload["trigger"]},
         {"reason": "drift: prior", "window_start": None, "trigger": {"x": 1}},
@@ -196,7 +204,7 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
 
     from flows.monitoring import decision_log
 
-    before = len(training_runs(training_deployment, 0, settle=0))
+    before = training_runs(training_deployment, 0, settle=0)
     reference = make_rows(3000, seed=1).drop(columns=["served_at", "model_version", "request_id", "row_id"])
     version = register_champion(cfg, workspace, reference)
 
@@ -224,13 +232,18 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     assert concept.signals.covariate_shift.drifted == []
     assert concept.decision.window_start == (DAY1 + timedelta(days=3)).isoformat()
 
-    runs = training_runs(training_deployment, before + 2)[before:]
+    runs = new_runs(training_runs(training_deployment, len(before) + 2), before)
     assert len(runs) == 2, "one training run per drift episode"
-    assert runs[0].parameters["reason"].startswith("drift: 2 of 4 features drifted (noise, colour)")
-    assert runs[0].parameters["window_start"] is None
-    assert runs[0].parameters["trigger"]["drifted_columns"] == ["noise", "colour"]
-    assert runs[1].parameters["window_start"] == "2026-02-04"
-    assert runs[1].parameters["trigger"]["performance_drop"] > 0.3
+    # Both runs may be created within the same instant: match each to its episode by its parameters.
+    covariate = [r for r in runs if r.parameters["reason"].startswith("drift: 2 of 4 features drifted")]
+    assert len(covariate) == 1, [r.parameters["reason"] for r in runs]
+    shift_run = covariate[0]
+    (concept_run,) = [r for r in runs if r.id != shift_run.id]
+    assert shift_run.parameters["reason"].startswith("drift: 2 of 4 features drifted (noise, colour)")
+    assert shift_run.parameters["window_start"] is None
+    assert shift_run.parameters["trigger"]["drifted_columns"] == ["noise", "colour"]
+    assert concept_run.parameters["window_start"] == "2026-02-04"
+    assert concept_run.parameters["trigger"]["performance_drop"] > 0.3
 
     # The report the event links to opens and shows the drifted features; its link is on the Prefect run.
     report = Path(shifted.report)
@@ -238,7 +251,7 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     assert html.lstrip().lower().startswith(("<html", "<!doctype html"))
     detected = {c for c, status in drift_table(html).items() if status == "Detected"}
     assert detected == {"noise", "colour"}
-    assert runs[0].parameters["trigger"]["report"] == report.as_uri()
+    assert shift_run.parameters["trigger"]["report"] == report.as_uri()
     markdown = [a.data for a in run_artifacts(shifted_run) if a.type == "markdown"]
     assert (
         len(markdown) == 1 and report.as_uri() in markdown[0] and "| covariate shift | FIRED |" in markdown[0]
@@ -264,4 +277,4 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout[result.stdout.index("{") :])
     assert printed["decision"]["action"] == "alert" and printed["event_id"] is None
-    assert len(training_runs(training_deployment, before + 2)) == before + 2
+    assert len(new_runs(training_runs(training_deployment, len(before) + 2), before)) == 2
