@@ -130,7 +130,7 @@ def sha256_of(path: Path) -> str:
 def column_limit(cfg: CtcdConfig) -> int:
     """The most columns a batch may have before it is refused unread (see MIN_COLUMN_LIMIT)."""
     ds = cfg.dataset
-    declared = len(ds.features) + 1 + (1 if ds.timestamp_column else 0)
+    declared = len(ds.features) + len(ds.other_columns) + 1 + (1 if ds.timestamp_column else 0)
     return max(MIN_COLUMN_LIMIT, 2 * declared)
 
 

@@ -152,6 +152,12 @@ class DatasetConfig(_Strict):
     label_delay_batches: int = Field(
         default=1, ge=0, description="batches after its own that a batch's labels arrive (monitoring)"
     )
+    other_columns: list[str] = Field(
+        default_factory=list,
+        description="columns the batches carry that are not model inputs (a field known only after the "
+        "outcome, the batch key...): the data gate checks them, the model never sees them, and serving "
+        "accepts and ignores them in a request row copied from a batch",
+    )
     slice_columns: list[str] = Field(default_factory=list)
     file_format: Literal["parquet", "csv"] = "parquet"
     source: Source | None = Field(
@@ -169,7 +175,7 @@ class DatasetConfig(_Strict):
         if not self.features:
             raise ValueError("declare at least one feature in numerical_features or categorical_features")
         seen: set[str] = set()
-        for col in [self.target, self.id_column, *self.features]:
+        for col in [self.target, self.id_column, *self.features, *self.other_columns]:
             if col in seen:
                 raise ValueError(f"column {col!r} is declared twice")
             seen.add(col)

@@ -7,7 +7,7 @@ logs it, and the model treats it as a category it never saw). The data contract 
 suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
 `expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses (`mostly` < 1)
 or only warn (`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry
-the dataset's target and timestamp columns (a copy of a data file's row): they are accepted and ignored.
+the dataset's target, timestamp and `other_columns` (a copy of a data file's row): accepted and ignored.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def _tighter(current: float | None, new: Any, pick: Any) -> float | None:
 
 FINITE = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 CATEGORY = Annotated[str, Field(max_length=1000)] | FINITE
-# The dataset's own target and timestamp, when a client sends a row copied from a data file (ignored).
+# The dataset's own target, timestamp and other columns, when a client sends a row copied from a data file
+# (ignored).
 COPIED = str | int | float | bool | None
 
 
@@ -167,7 +168,7 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
     row_fields: dict[str, Any] = {
         name: (_feature_type(rules.get(name), name in categorical, reject, name), ...) for name in ds.features
     }
-    for name in (ds.target, ds.timestamp_column):
+    for name in (ds.target, ds.timestamp_column, *ds.other_columns):
         if name:
             row_fields[name] = (COPIED, Field(default=None, exclude=True, description="accepted and ignored"))
     row_fields[ds.id_column] = (
