@@ -6,6 +6,7 @@ Relative paths inside the file are resolved against the file's own directory.
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -591,7 +592,7 @@ def _local_path(value: str, base: Path) -> str:
     """A relative local path made absolute against the config's folder; URLs and absolute paths as given."""
     if "://" in value or Path(value).is_absolute():
         return value
-    return str(base / value)
+    return os.path.normpath(base / value)  # normpath, not resolve: a glob's `*` must stay as written
 
 
 def _sqlite_url(url: str, base: Path) -> str:
@@ -604,7 +605,7 @@ def _sqlite_url(url: str, base: Path) -> str:
     db = parsed.database
     if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
         return url
-    return parsed.set(database=str(base / db)).render_as_string(hide_password=False)
+    return parsed.set(database=os.path.normpath(base / db)).render_as_string(hide_password=False)
 
 
 def _resolve_source_paths(cfg: CtcdConfig, base: Path) -> CtcdConfig:
