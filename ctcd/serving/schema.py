@@ -5,8 +5,9 @@ are text or finite numbers (int-coded categories), and only the values the data 
 lists them and `serving.unknown_category` is `reject` (the default; `warn` serves an unknown category and
 logs it, and the model treats it as a category it never saw). The data contract is the Great Expectations
 suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
-`expect_column_values_to_be_in_set` the allowed categories. Expectations that tolerate misses (`mostly` < 1)
-or only warn (`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry
+`expect_column_values_to_be_in_set` the known categories (of any severity: a request with another one gets
+`serving.unknown_category`). Ranges that tolerate misses (`mostly` < 1) or only warn (`severity: warning`)
+do not reject requests. Without a suite, types only. A row may also carry
 the dataset's target, timestamp and `other_columns` (a copy of a data file's row): accepted and ignored.
 """
 
@@ -83,17 +84,23 @@ def contract_rules(suite_path: Path | None) -> dict[str, ColumnRule]:
         kind = exp.get("type") or exp.get("expectation_type")
         kwargs = exp.get("kwargs") or {}
         column = kwargs.get("column")
-        if not column or not _is_hard(exp, kwargs):
+        if not column:
             continue
         rule = rules.get(column, ColumnRule())
+        if kind == "expect_column_values_to_be_in_set" and kwargs.get("value_set"):
+            # The categories the contract knows, whatever a batch may tolerate (`mostly`, a warning): what a
+            # request with another one gets is `serving.unknown_category`'s to say.
+            known = tuple(dict.fromkeys([*(rule.allowed or ()), *kwargs["value_set"]]))
+            rules[column] = ColumnRule(rule.min_value, rule.max_value, known)
+            continue
+        if not _is_hard(exp, kwargs):
+            continue
         if kind == "expect_column_values_to_be_between":
             rule = ColumnRule(
                 min_value=_tighter(rule.min_value, kwargs.get("min_value"), max),
                 max_value=_tighter(rule.max_value, kwargs.get("max_value"), min),
                 allowed=rule.allowed,
             )
-        elif kind == "expect_column_values_to_be_in_set" and kwargs.get("value_set"):
-            rule = ColumnRule(rule.min_value, rule.max_value, tuple(kwargs["value_set"]))
         else:
             continue
         rules[column] = rule

@@ -150,3 +150,46 @@ def test_the_published_schema_states_the_limits(default_config):
     assert (integer["minimum"], integer["maximum"]) == (-(2**63), 2**63 - 1)
     day = next(o for o in properties["as_of"]["anyOf"] if o.get("format") == "date")
     assert (day["formatMinimum"], day["formatMaximum"]) == ("1678-01-01", "2262-04-10")
+
+
+def test_category_sets_of_any_severity_are_the_known_categories(tmp_path, default_config):
+    """A set that tolerates a few misses per batch (`mostly`) or only warns still lists the known categories:
+    what a request with another one gets is `serving.unknown_category`'s to say."""
+    cat = default_config.dataset.categorical_features[0]
+    sets = [
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": cat, "value_set": [1, 2], "mostly": 0.999},
+        },
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": cat, "value_set": [2, 3]},
+            "severity": "warning",
+        },
+    ]
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"name": "s", "expectations": sets}), encoding="utf-8")
+    assert contract_rules(path)[cat].allowed == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("config", "column", "unknown"),
+    [("default.yaml", "car", 99), ("examples/bank-marketing.yaml", "job", "astronaut")],
+)
+def test_the_shipped_suites_refuse_an_unknown_category_at_serving(config, column, unknown):
+    from ctcd.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "configs" / config)
+    row_model = build_schema(cfg).row
+    properties = row_model.model_json_schema()["properties"]
+    assert properties[column].get("enum"), properties[column]
+    known = properties[column]["enum"][0]
+    row = {c: 1.0 for c in cfg.dataset.numerical_features} | {
+        c: None for c in cfg.dataset.categorical_features
+    }
+    for c in cfg.dataset.categorical_features:
+        row[c] = properties[c]["enum"][0] if properties[c].get("enum") else "x"
+    row_model.model_validate({**row, column: known})
+    with pytest.raises(ValidationError, match=f"unknown category '{unknown}' for {column}"):
+        row_model.model_validate({**row, column: unknown})
