@@ -23,20 +23,17 @@ points; see RELIABILITY.md).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
 import shutil
 import sqlite3
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctcd.errors import DependencyUnavailable, WorkFailed
+from ctcd.errors import WorkFailed
 
 if TYPE_CHECKING:
     from ctcd.workspace import Workspace
@@ -123,27 +120,13 @@ def inspect_store(path: Path) -> StoreState:
     return StoreState(path, True, tables, revision, records)
 
 
-@contextlib.contextmanager
-def store_lock(ws: Workspace, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def store_lock(ws: Workspace, timeout: float = LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
     """One creation or repair of the workspace's stores at a time, across processes on this machine."""
-    lock = ws.mlflow_db.parent / "store.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    with lock.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DependencyUnavailable(
-                        f"another ctcd process held {lock} for {timeout:.0f}s while creating the MLflow store"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    from ctcd.workspace import file_lock
+
+    return file_lock(
+        ws.mlflow_db.parent / "store.lock", timeout, "another ctcd process creating the MLflow store"
+    )
 
 
 def ensure_mlflow_store(ws: Workspace) -> None:
