@@ -5,10 +5,10 @@ are text or finite numbers (int-coded categories), and only the values the data 
 lists them and `serving.unknown_category` is `reject` (the default; `warn` serves an unknown category and
 logs it, and the model treats it as a category it never saw). The data contract is the Great Expectations
 suite at `cfg.gates.data.suite` (GX's own JSON): `expect_column_values_to_be_between` gives a range and
-`expect_column_values_to_be_in_set` the known categories (of any severity: a request with another one gets
-`serving.unknown_category`). Ranges that tolerate misses (`mostly` < 1) or only warn (`severity: warning`)
-do not reject requests. Without a suite, types only. A row may also carry
-the dataset's target, timestamp and `other_columns` (a copy of a data file's row): accepted and ignored.
+a critical `expect_column_values_to_be_in_set` the known categories (even with `mostly`: a request with
+another one gets `serving.unknown_category`). Ranges that tolerate misses (`mostly` < 1) or only warn
+(`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry the
+dataset's target, timestamp and `other_columns` (a copy of a data file's row): accepted and ignored.
 """
 
 from __future__ import annotations
@@ -88,8 +88,11 @@ def contract_rules(suite_path: Path | None) -> dict[str, ColumnRule]:
             continue
         rule = rules.get(column, ColumnRule())
         if kind == "expect_column_values_to_be_in_set" and kwargs.get("value_set"):
-            # The categories the contract knows, whatever a batch may tolerate (`mostly`, a warning): what a
-            # request with another one gets is `serving.unknown_category`'s to say.
+            # A critical set lists the categories the contract knows, even when a batch may hold a few others
+            # (`mostly`): a request with another one gets `serving.unknown_category`. A set that only warns
+            # (e.g. learned from a column with one value so far) does not bind requests either.
+            if exp.get("severity", "critical") == "warning":
+                continue
             known = tuple(dict.fromkeys([*(rule.allowed or ()), *kwargs["value_set"]]))
             rules[column] = ColumnRule(rule.min_value, rule.max_value, known)
             continue

@@ -152,9 +152,9 @@ def test_the_published_schema_states_the_limits(default_config):
     assert (day["formatMinimum"], day["formatMaximum"]) == ("1678-01-01", "2262-04-10")
 
 
-def test_category_sets_of_any_severity_are_the_known_categories(tmp_path, default_config):
-    """A set that tolerates a few misses per batch (`mostly`) or only warns still lists the known categories:
-    what a request with another one gets is `serving.unknown_category`'s to say."""
+def test_critical_category_sets_are_the_known_categories_even_with_mostly(tmp_path, default_config):
+    """A critical set that tolerates a few misses per batch (`mostly`) still lists the known categories (a
+    request with another one gets `serving.unknown_category`); a set that only warns binds none."""
     cat = default_config.dataset.categorical_features[0]
     sets = [
         {
@@ -166,10 +166,16 @@ def test_category_sets_of_any_severity_are_the_known_categories(tmp_path, defaul
             "kwargs": {"column": cat, "value_set": [2, 3]},
             "severity": "warning",
         },
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "other", "value_set": ["only"]},
+            "severity": "warning",
+        },
     ]
     path = tmp_path / "suite.json"
     path.write_text(json.dumps({"name": "s", "expectations": sets}), encoding="utf-8")
-    assert contract_rules(path)[cat].allowed == (1, 2, 3)
+    rules = contract_rules(path)
+    assert rules[cat].allowed == (1, 2) and "other" not in rules
 
 
 @pytest.mark.parametrize(
