@@ -1,4 +1,4 @@
-"""The request timeout that replaces BentoML's: 504 when no answer started in time, and no timer left behind."""
+"""The request timeout that replaces BentoML's: 504 when no answer started in time, no timer left behind."""
 
 from __future__ import annotations
 
