@@ -166,11 +166,23 @@ def profile_server(pid: int, url: str, body: dict, seconds: int, connections: in
     """Sample the server's process tree with py-spy under the same load; the top functions as text.
 
     py-spy runs `--nonblocking` (it does not pause the server to read its stacks), so the load run it
-    watches is only slightly slower than the measured one; its numbers are not reported.
+    watches is only slightly slower than the measured one; its numbers are not reported. `--gil` keeps
+    only the thread that holds the GIL: a Python server's CPU time, without threads that wait (the event
+    loop's poll, idle pool threads), which a plain sample would count as busy.
     """
     out = Path(tempfile.mkdtemp(prefix="ctcd-spy-")) / "profile.txt"
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    cmd = [spy_bin, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--format", "raw"]
+    cmd = [
+        spy_bin,
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--gil",
+        "--format",
+        "raw",
+    ]
     cmd += ["--rate", "200", "--duration", str(seconds + 1), "-o", str(out)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)
@@ -192,7 +204,7 @@ def profile_server(pid: int, url: str, body: dict, seconds: int, connections: in
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + n
     shutil.rmtree(out.parent, ignore_errors=True)
-    lines = [f"py-spy: {samples} samples of busy threads in the server's processes ({seconds} s at 200 Hz)"]
+    lines = [f"py-spy: {samples} samples of the GIL holder in the server's processes ({seconds} s at 200 Hz)"]
     for title, table in (("own (where the time is spent)", own), ("total (including callees)", total)):
         lines.append(f"  top {top} by {title}:")
         for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:

@@ -87,6 +87,7 @@ logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(OneLineValidationErrors())
 request_timeout.install()
 
 PREDICTION_PATHS = ("/predict", "/predict_batch")
+GUARD_HEADERS = frozenset({b"authorization", b"x-api-key", b"content-type", b"content-length"})
 ADMIN_PREFIX = "/admin/"
 WATCH_SECONDS = 0.5
 CHAMPION_RETRY_SECONDS = 5.0
@@ -182,7 +183,11 @@ class RequestGuard:
         if scope["type"] != "http" or not (path in PREDICTION_PATHS or path.startswith(ADMIN_PREFIX)):
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {
+            name.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", [])
+            if (name := k.lower()) in GUARD_HEADERS
+        }
         if self.api_key is not None and not self._authorized(headers):
             await _answer(send, 401, "missing or wrong API key: send it as 'Authorization: Bearer <key>'")
             return
@@ -194,17 +199,21 @@ class RequestGuard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
             return
-        body = bytearray()
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_bytes:
                 await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
                 return
             if not message.get("more_body", False):
                 break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one message (the usual): no copy
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -212,7 +221,7 @@ class RequestGuard:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
 
