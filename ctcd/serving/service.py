@@ -1,8 +1,9 @@
 """The BentoML service of the registry's champion: `bentoml serve ctcd.serving.service:ChampionService`.
 
 Endpoints (JSON):
-- `POST /predict` `{"rows": [row, ...]}` (up to `serving.max_batch_size` rows): online scoring; concurrent
-  requests are merged by BentoML's adaptive batching. A single row is a one-element list.
+- `POST /predict` `{"rows": [row, ...]}` (up to `serving.max_batch_size` rows): online scoring; the
+  requests that arrive while a batch is scored go together in the next one (`ctcd.serving.batcher`).
+  A single row is a one-element list.
 - `POST /predict_batch` `{"rows": [...]}` (up to `serving.max_request_rows` rows): bulk scoring in one call.
 - `GET /model`: the live model version of the worker that answers, and the last reload error if any.
 - `POST /admin/reload` `{"version": "4"}` (omit the version for the current champion): load the version in
