@@ -202,14 +202,40 @@ def profile_server(pid: int, url: str, body: dict, seconds: int, connections: in
         samples += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
-            total[frame] = total.get(frame, 0) + n
+            if not frame.startswith(_LAUNCH_FRAMES):
+                total[frame] = total.get(frame, 0) + n
     shutil.rmtree(out.parent, ignore_errors=True)
     lines = [f"py-spy: {samples} samples of the GIL holder in the server's processes ({seconds} s at 200 Hz)"]
-    for title, table in (("own (where the time is spent)", own), ("total (including callees)", total)):
+    for title, table in (
+        ("own (where the time is spent)", own),
+        ("total (including callees; launch frames left out)", total),
+    ):
         lines.append(f"  top {top} by {title}:")
         for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
             lines.append(f"    {100 * n / max(samples, 1):5.1f}%  {frame}")
     return "\n".join(lines)
+
+
+# Frames that start the process, the event loop or a thread: on every stack, they say nothing.
+_LAUNCH_FRAMES = tuple(
+    f"{name} ("
+    for name in (
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "main",
+        "Command.main",
+        "Command.invoke",
+        "Command.__call__",
+        "Context.invoke",
+        "asyncio_run",
+        "Server.run",
+        "Runner.run",
+        "Thread._bootstrap",
+        "Thread._bootstrap_inner",
+        "Thread.run",
+    )
+)
 
 
 def _frame(raw: str) -> str:
