@@ -1,10 +1,10 @@
 """Guarantee 3: sustained load at 32 connections while a promotion swaps the model.
 
 For `CTCD_LOAD_SECONDS` (default 20 s, the CI length; RELIABILITY.md reports a 60 s run) 32 connections
-(one aiohttp session) send single-row requests back to back. A third of the way in, version 2 is promoted and the live server is
-switched to it (`ctcd.serving.deploy.switch_live`, what the delivery flow does). Then: no 5xx, no request
-without an answer, every answer in the prediction log exactly once, the server's memory (RSS of its
-process tree) stable, and the answers move to version 2 and never back.
+(one aiohttp session) send single-row requests back to back. A third of the way in, version 2 is
+promoted and the live server is switched to it (`ctcd.serving.deploy.switch_live`, what the delivery flow
+does). Then: no 5xx, no request without an answer, every answer in the prediction log exactly once, the
+server's memory (RSS of its process tree) stable, and the answers move to version 2 and never back.
 """
 
 from __future__ import annotations
