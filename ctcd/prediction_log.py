@@ -132,6 +132,7 @@ class PredictionLogWriter:
 
 
 def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -> int:
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -144,9 +145,11 @@ def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -
             frame[column] = _one_type(frame[column])
     # All or nothing: every part is converted and written under its temporary name before any is renamed,
     # so a failure leaves no part behind and the caller can retry the same records without duplicates.
+    # The UTC day of each row as numpy days: a fraction of the cost of formatting every timestamp.
+    days = np.datetime_as_string(served.dt.tz_localize(None).to_numpy().astype("datetime64[D]"))
     tables = [
         (day, pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False))
-        for day, part in frame.groupby(served.dt.strftime("%Y-%m-%d"), sort=True)
+        for day, part in frame.groupby(days, sort=True)
     ]
     written: list[tuple[Path, Path]] = []
     try:
