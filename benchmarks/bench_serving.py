@@ -2,12 +2,16 @@
 
   (a) ctcd's BentoML service (`ctcd.serving.service`, adaptive batching, config `serving:` settings),
   (b) `mlflow models serve --env-manager local` on the same registered model version (the peer),
-  (c) raw in-process `predict_proba` on a one-row DataFrame (the limit: no HTTP at all).
+  (c) a plain batched BentoML service on the same model (`benchmarks/plain_bento_service.py`: no data
+      contract, no API key, no prediction log): the framework's own floor,
+  (d) raw in-process `predict_proba` on a one-row DataFrame (the limit: no HTTP at all).
 
 The model is an XGBoost classifier with the default config's parameters, trained on synthetic rows that
 satisfy the data contract, registered in a throw-away workspace. Load comes from `wrk` when installed
 (`apt-get install -y wrk`), else from a small asyncio/httpx generator (which itself costs CPU: numbers are
 then lower). Run: `.venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--connections 16]`.
+`--profile` also samples ctcd's server tree with py-spy (`pip install py-spy`; not in the lock) during a
+separate load run after the measured one, and prints the functions with the most samples (own and total).
 """
 
 from __future__ import annotations
@@ -158,6 +162,95 @@ def measure(url: str, body: dict, seconds: int, connections: int, headers: dict[
     return drive(url, body, seconds, connections, headers)
 
 
+def profile_server(pid: int, url: str, body: dict, seconds: int, connections: int, top: int = 15) -> str:
+    """Sample the server's process tree with py-spy under the same load; the top functions as text.
+
+    py-spy runs `--nonblocking` (it does not pause the server to read its stacks), so the load run it
+    watches is only slightly slower than the measured one; its numbers are not reported. `--gil` keeps
+    only the thread that holds the GIL: a Python server's CPU time, without threads that wait (the event
+    loop's poll, idle pool threads), which a plain sample would count as busy.
+    """
+    out = Path(tempfile.mkdtemp(prefix="ctcd-spy-")) / "profile.txt"
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    cmd = [
+        spy_bin,
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--nonblocking",
+        "--gil",
+        "--format",
+        "raw",
+    ]
+    cmd += ["--rate", "200", "--duration", str(seconds + 1), "-o", str(out)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    (run_wrk if shutil.which("wrk") else run_httpx)(url, body, seconds, connections, {})
+    _, err = spy.communicate(timeout=120)
+    if not out.exists():
+        return f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}"
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in out.read_text(encoding="utf-8").splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            if not frame.startswith(_LAUNCH_FRAMES):
+                total[frame] = total.get(frame, 0) + n
+    shutil.rmtree(out.parent, ignore_errors=True)
+    lines = [f"py-spy: {samples} samples of the GIL holder in the server's processes ({seconds} s at 200 Hz)"]
+    for title, table in (
+        ("own (where the time is spent)", own),
+        ("total (including callees; launch frames left out)", total),
+    ):
+        lines.append(f"  top {top} by {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"    {100 * n / max(samples, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+# Frames that start the process, the event loop or a thread: on every stack, they say nothing.
+_LAUNCH_FRAMES = tuple(
+    f"{name} ("
+    for name in (
+        "<module>",
+        "_run_code",
+        "_run_module_as_main",
+        "main",
+        "Command.main",
+        "Command.invoke",
+        "Command.__call__",
+        "Context.invoke",
+        "asyncio_run",
+        "Server.run",
+        "Runner.run",
+        "Thread._bootstrap",
+        "Thread._bootstrap_inner",
+        "Thread.run",
+    )
+)
+
+
+def _frame(raw: str) -> str:
+    # "func (path/to/site-packages/pkg/mod.py:123)" -> "func (pkg/mod.py)": one entry per function.
+    name, _, where = raw.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = path.replace(str(REPO) + "/", "")
+    return f"{name} ({path})"
+
+
 def measure_in_process(model: object, frame: pd.DataFrame, seconds: float) -> dict:
     """Back-to-back predict_proba calls on a one-row DataFrame in this process (one thread)."""
     for _ in range(50):
@@ -189,6 +282,25 @@ def start_mlflow(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, port: i
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def start_plain_bento(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, port: int) -> subprocess.Popen:
+    """`bentoml serve` of `plain_bento_service.py` on the same registered version, one worker."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri(cfg, ws),
+        "BENCH_MODEL_URI": ref.uri,
+        "BENCH_FEATURES": ",".join(cfg.dataset.features),
+        "BENCH_MAX_BATCH": str(cfg.serving.max_batch_size),
+        "BENTOML_HOME": str(ws.root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    cmd = [sys.executable, "-m", "bentoml", "serve", "plain_bento_service:PlainService"]
+    cmd += ["--working-dir", str(REPO / "benchmarks"), "--host", "127.0.0.1", "--port", str(port)]
+    log = (ws.logs / "plain-bento.log").open("wb")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def main() -> None:
     """Run the three measurements and print req/s, p50, p99 and the ratios."""
     import signal
@@ -199,6 +311,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None, help="BentoML workers (default: the config's)")
+    parser.add_argument("--profile", action="store_true", help="sample ctcd's server with py-spy under load")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain BentoML service")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ctcd-bench-"))
@@ -231,8 +345,27 @@ def main() -> None:
             f"{handle.url}/predict", {"rows": [row]}, args.seconds, args.connections, {}
         )
         print("ctcd:", results[f"ctcd BentoML ({cfg.serving.workers} worker)"], flush=True)
+        if args.profile:
+            print(
+                profile_server(
+                    handle.pid, f"{handle.url}/predict", {"rows": [row]}, args.seconds, args.connections
+                )
+            )
     finally:
         handle.stop()
+
+    if not args.no_plain:
+        plain_port = free_port()
+        plain = start_plain_bento(cfg, ws, ref, plain_port)
+        try:
+            wait_http(f"http://127.0.0.1:{plain_port}/readyz", timeout=300)
+            results["plain BentoML batchable (1 worker)"] = measure(
+                f"http://127.0.0.1:{plain_port}/predict", {"rows": [row]}, args.seconds, args.connections, {}
+            )
+            print("plain BentoML:", results["plain BentoML batchable (1 worker)"], flush=True)
+        finally:
+            os.killpg(plain.pid, signal.SIGTERM)
+            plain.wait(timeout=30)
 
     mlflow_port = free_port()
     peer = start_mlflow(cfg, ws, ref, mlflow_port)
@@ -257,6 +390,10 @@ def main() -> None:
     limit = results["in-process predict_proba"]
     speedup, faster = ours["rps"] / peer_r["rps"], peer_r["p50"] / ours["p50"]
     print(f"\nctcd / mlflow: {speedup:.1f}x req/s, p50 {faster:.1f}x lower")
+    if "plain BentoML batchable (1 worker)" in results:
+        plain_r = results["plain BentoML batchable (1 worker)"]
+        ratio, lower = ours["rps"] / plain_r["rps"], plain_r["p50"] / ours["p50"]
+        print(f"ctcd / plain BentoML: {ratio:.2f}x req/s, p50 {lower:.2f}x lower")
     print(f"ctcd / in-process limit: {ours['rps'] / limit['rps']:.2f}x req/s")
     shutil.rmtree(root, ignore_errors=True)
 

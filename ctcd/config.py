@@ -416,7 +416,7 @@ class ServingConfig(_Strict):
     api_key_env: str = "CTCD_API_KEY"
     max_batch_size: int = Field(default=64, ge=1)
     max_latency_ms: int = Field(
-        default=5000, ge=50, description="adaptive batching refuses (503) requests queued longer than this"
+        default=5000, ge=50, description="/predict refuses (503) a request that waited this long for scoring"
     )
     max_request_rows: int = Field(default=1000, ge=1)
     unknown_category: Literal["reject", "warn"] = Field(

@@ -14,6 +14,7 @@ dataset's target, timestamp and `other_columns` (a copy of a data file's row): a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -211,18 +212,24 @@ def build_schema(cfg: CtcdConfig, rules: dict[str, ColumnRule] | None = None) ->
     return ServingSchema(row=row, prediction=prediction, features=tuple(ds.features), id_column=ds.id_column)
 
 
+def rows_to_columns(rows: list[BaseModel], features: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The validated rows' features as sent, one list per feature in config order."""
+    return {f: [getattr(r, f) for r in rows] for f in features}
+
+
 def rows_to_frame(rows: list[BaseModel], features: tuple[str, ...]) -> pd.DataFrame:
     """The validated rows' features as sent, one column per feature in config order (numbers as float64
     or int64, text as objects); `ctcd.features.model_input` turns it into a model's input."""
     import pandas as pd
 
-    return pd.DataFrame({f: [getattr(r, f) for r in rows] for f in features}, columns=list(features))
+    return pd.DataFrame(rows_to_columns(rows, features), columns=list(features))
 
 
 def unknown_categories(
-    frame: pd.DataFrame, rules: dict[str, ColumnRule], categorical: list[str]
+    frame: pd.DataFrame | Mapping[str, Sequence[Any]], rules: dict[str, ColumnRule], categorical: list[str]
 ) -> dict[str, list[Any]]:
-    """Per categorical column, the values of `frame` outside the data contract's allowed set."""
+    """Per categorical column, the values of `frame` (or of columns by name) outside the data contract's
+    allowed set."""
     from ctcd.features import category_text
 
     found: dict[str, list[Any]] = {}

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ctcd.prediction_log import BASE_COLUMNS, FAILED_SUFFIX, PredictionLogWriter, read_predictions
+from ctcd.workspace import Workspace
 
 
 def _records(cfg, day: str, n: int, start: int = 0, ids: list | None = None) -> pd.DataFrame:
@@ -128,3 +129,32 @@ def test_ids_beyond_int64_are_kept_as_text(default_config, workspace):
     ids = read_predictions(workspace)[default_config.dataset.id_column].tolist()
     assert ids == [str(2**64), "5"]
     assert _failed_rows(workspace) == []
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 3, 4, 5, 6], [1, "a", 3, None, 5, 6], [None, 2, 3, None, 5, 6]])
+def test_many_small_column_chunks_are_logged_like_one_frame(default_config, workspace, tmp_path, ids):
+    import numpy as np
+
+    # What the server appends: one dict per batch, arrays for the model's columns, lists for the rest.
+    frame = _records(default_config, "2026-01-08", 6, ids=ids)
+    chunks = []
+    for start in range(0, 6, 2):
+        part = frame.iloc[start : start + 2]
+        chunk = {c: part[c].tolist() for c in ("request_id", "served_at", "model_version")}
+        chunk[default_config.dataset.id_column] = list(ids[start : start + 2])
+        chunk |= {c: part[c].to_numpy() for c in [*default_config.dataset.features, "probability"]}
+        chunk["prediction"] = part["prediction"].to_numpy().astype("int64")
+        chunks.append(chunk)
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    for chunk in chunks:
+        writer.append(chunk)
+    writer.close()
+
+    one = Workspace.open(tmp_path / "one")
+    reference = PredictionLogWriter(one.predictions, flush_rows=10_000, flush_seconds=3600)
+    frame[default_config.dataset.id_column] = pd.Series(ids, dtype=object)  # the ids exactly as sent
+    reference.append(frame)
+    reference.close()
+    got, expected = read_predictions(workspace), read_predictions(one)
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
+    assert got["probability"].dtype == np.float64 and got["prediction"].dtype == np.int64

@@ -73,3 +73,30 @@ def test_rows_to_frame_keeps_text_as_text(default_config):
     frame = rows_to_frame(rows, schema.features)
     assert frame["color"].tolist() == ["red", "blue"] and frame["price"].dtype == "float64"
     assert isinstance(frame, pd.DataFrame)
+
+
+@pytest.mark.parametrize(
+    ("colors", "channels", "text"),
+    [
+        (["red", " green ", "blue"], [1, "2", 3.0], {"color": True, "channel": False}),
+        (["red", 7, 2.5], [1, 2, 3], {"color": True, "channel": True}),
+        (["red", "green", "red"], ["x", " 2 ", 3], {"color": True, "channel": False}),  # unknown: NaN
+        ([1, 2, 3.0], [1.0, 2, 4.5], {"color": False, "channel": False}),  # all numbers: one float block
+    ],
+)
+def test_the_serving_fast_path_builds_exactly_model_input(default_config, colors, channels, text):
+    from ctcd.features import model_input_columns
+
+    cfg = _config(default_config, "warn")
+    schema = build_schema(cfg, rules={})
+    rows = [
+        schema.row.model_validate(_row(color=c, channel=ch, price=float(i), day=i))
+        for i, (c, ch) in enumerate(zip(colors, channels, strict=True))
+    ]
+    values = {f: [getattr(r, f) for r in rows] for f in schema.features}
+    expected = model_input(rows_to_frame(rows, schema.features), cfg.dataset, text)
+    frame, columns = model_input_columns(values, cfg.dataset, text)
+    pd.testing.assert_frame_equal(frame, expected)
+    assert list(columns) == list(cfg.dataset.features)
+    for name in cfg.dataset.features:
+        pd.testing.assert_series_equal(pd.Series(columns[name], name=name), expected[name])

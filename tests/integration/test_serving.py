@@ -157,7 +157,7 @@ def test_probes_and_model_endpoint_answer(served):
     assert (info["version"], info["pinned"], info["reload_error"]) == (ref.version, False, None)
     httpx.post(f"{handle.url}/predict", json={"rows": json_rows(cfg, make_rows(cfg, 1, 3))}, headers=AUTH)
     metrics = httpx.get(f"{handle.url}/metrics")
-    assert metrics.status_code == 200 and "adaptive_batch_size" in metrics.text
+    assert metrics.status_code == 200 and "ctcd_scoring_batch_rows_count" in metrics.text
 
 
 def _valid_row(cfg: CtcdConfig) -> dict:
