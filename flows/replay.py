@@ -819,19 +819,17 @@ def check_targets(
         allowed = scenario.cfg.dataset.label_delay_batches + 1
         concept = [o for o in scenario.onsets if o.kind == "concept_drift"]
         late = {o.label: ctcd.recovery[o.label] for o in concept if ctcd.pre_drift[o.label] is not None}
-        checks.append(
-            TargetCheck(
-                "recovery after concept drift",
-                bool(late) and all(v is not None and v <= allowed for v in late.values()),
-                (
+        if late:
+            checks.append(
+                TargetCheck(
+                    "recovery after concept drift",
+                    all(v is not None and v <= allowed for v in late.values()),
                     ", ".join(
                         f"{k}: {'not recovered' if v is None else f'{v} batches'}" for k, v in late.items()
                     )
-                    or "no concept drift to judge"
+                    + f" (must be <= label delay + 1 = {allowed})",
                 )
-                + f" (must be <= label delay + 1 = {allowed})",
             )
-        )
     cheaper = [(p, n, v) for p, n, v in frontier(summaries, metric) if n <= ctcd.trainings]
     best = max(cheaper, key=lambda x: x[2]) if cheaper else None
     checks.append(
