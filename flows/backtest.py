@@ -123,7 +123,7 @@ class BacktestResult:
                 "trainings": [
                     {k: v for k, v in asdict(t).items() if k not in ("decision",)} for t in r.trainings
                 ],
-                "monitoring": [asdict(m) for m in r.monitoring],
+                "monitoring": [{k: v for k, v in asdict(m).items() if k != "state"} for m in r.monitoring],
             }
         return clean(
             {
@@ -166,9 +166,7 @@ def run_backtest(
         every = replay.schedule_every(p, scenario.timeline)
         if every is not None and every in done_by_every:  # daily is every-1, weekly every-7 or every-1
             same = runs[done_by_every[every]]
-            runs[p] = replay.PolicyRun(
-                p, same.accuracy, same.metric, same.served_by, same.trainings, same.monitoring
-            )
+            runs[p] = replay.PolicyRun(p, same.accuracy, same.metric, same.served_by, same.trainings)
             if progress:
                 progress(p, len(scenario.days), f"same schedule as {done_by_every[every]}")
             continue

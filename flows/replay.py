@@ -312,6 +312,7 @@ class MonitoringRecord:
     fired: list[str]
     window_start: str | None
     episode_started: str | None = None
+    state: policy.PolicyState | None = field(default=None, repr=False)  # the state the policy decided on
 
 
 @dataclass
@@ -324,6 +325,8 @@ class PolicyRun:
     served_by: dict[int, str] = field(default_factory=dict)
     trainings: list[TrainingRecord] = field(default_factory=list)
     monitoring: list[MonitoringRecord] = field(default_factory=list)
+    champions: dict[str, Champion] = field(default_factory=dict, repr=False)  # the in-memory registry
+    logs: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)  # the prediction log
 
 
 class FitCache:
@@ -527,7 +530,7 @@ def replay(
     run = PolicyRun(which)
     champion: Champion | None = None
     state = policy.PolicyState()
-    logs: dict[int, pd.DataFrame] = {}
+    logs = run.logs
     versions = 0
     last_training = warmup
 
@@ -545,6 +548,7 @@ def replay(
         run.trainings.append(record)
         if new is not None:
             champion = new
+            run.champions[new.version] = new
         return record.served == "candidate" if record.reference_kind == "champion" else new is not None
 
     for day in scenario.days:
@@ -572,6 +576,7 @@ def replay(
                         MonitoringRecord(today, "failed", "no predictions in the window", [], None)
                     )
                 else:
+                    decided_on = state
                     decision, state = outcome
                     run.monitoring.append(
                         MonitoringRecord(
@@ -581,6 +586,7 @@ def replay(
                             decision.fired,
                             decision.window_start,
                             decision.episode_started,
+                            decided_on,
                         )
                     )
                     if decision.action == "retrain":
