@@ -56,6 +56,15 @@ def apply_overrides(cfg: CtcdConfig, overrides: list[str]) -> CtcdConfig:
         raise ConfigError(f"--set: the overridden config is invalid: {' '.join(first[:3])}") from exc
 
 
+def with_threads(cfg: CtcdConfig, threads: int) -> CtcdConfig:
+    """XGBoost limited to `threads` threads unless the config sets `model.params.n_jobs`: many small fits
+    on a shared machine run several times faster on one thread than spinning on all cores."""
+    if cfg.model.flavor != "xgboost" or "n_jobs" in cfg.model.params or threads <= 0:
+        return cfg
+    params = {**cfg.model.params, "n_jobs": threads}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
+
+
 def scenario_for(
     cfg: CtcdConfig, history: History, batches: int | None, rows_per_batch: int | None
 ) -> replay.Scenario:

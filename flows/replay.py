@@ -796,7 +796,14 @@ class TargetCheck:
 
 def frontier(summaries: dict[str, PolicySummary], metric: str) -> list[tuple[str, int, float]]:
     """(policy, trainings, mean score) of `never` and every fixed schedule, fewest trainings first."""
-    fixed = [p for p in summaries if p == "never" or _EVERY.match(p) or p in ("daily", "weekly")]
+    fixed = [p for p in summaries if p == "never" or _EVERY.match(p)]
+    # daily and weekly only where no every-k of the same trainings and score stands for them
+    seen = {(summaries[p].trainings, judged(summaries[p], metric)) for p in fixed}
+    fixed += [
+        p
+        for p in ("daily", "weekly")
+        if p in summaries and (summaries[p].trainings, judged(summaries[p], metric)) not in seen
+    ]
     return sorted(
         ((p, summaries[p].trainings, judged(summaries[p], metric)) for p in fixed), key=lambda x: (x[1], x[0])
     )

@@ -42,6 +42,12 @@ def backtest(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config value, e.g. --set drift.accuracy_drop=0.03 (repeatable)."
     ),
+    threads: int = typer.Option(
+        1,
+        "--threads",
+        min=0,
+        help="XGBoost threads per fit unless the config sets model.params.n_jobs (0: XGBoost's default).",
+    ),
     out: Path | None = typer.Option(
         None, "--out", help="Write backtest.json, timeline.png and timeline.html into this folder."
     ),
@@ -60,7 +66,7 @@ def backtest(
 
     if history not in ("auto", "stream", "sea", "source"):
         raise UsageError(f"--history {history!r}: use auto, stream, sea or source")
-    cfg = bt.apply_overrides(load_config(config), overrides)
+    cfg = bt.with_threads(bt.apply_overrides(load_config(config), overrides), threads)
     if metric not in ("accuracy", cfg.gates.model.primary_metric):
         raise UsageError(f"--metric {metric!r}: use accuracy or {cfg.gates.model.primary_metric}")
     try:
