@@ -292,7 +292,8 @@ class TrainingRecord:
     passed: bool
     served: str | None  # what the decision put in service: candidate, baseline (first model) or None
     summary: str
-    candidate_metric: float  # primary metric on the holdout, recomputed from the probabilities
+    triggering: list[str]  # the drift signals that triggered it (empty: scheduled or initial)
+    candidate_metric: float  # the gate's metric on the holdout, recomputed from the probabilities
     reference_metric: float
     worse: bool  # served a model below its reference by more than gates.model.max_regression
     seconds: float  # the whole training: window, fits, holdout evaluation, gate
@@ -376,6 +377,7 @@ def train_and_gate(
     reason: str,
     cache: FitCache,
     device: training.DeviceChoice,
+    triggering: list[str] | None = None,
 ) -> tuple[TrainingRecord, Champion | None]:
     """The training flow's steps minus MLflow: window, split, fit, evaluate, gate; the new champion when
     the decision puts a model in service (None otherwise)."""
@@ -389,17 +391,18 @@ def train_and_gate(
     champion_proba = (
         None if champion is None else positive_proba(champion.model, features_frame(split.test, cfg.dataset))
     )
+    metric = ct_steps.gate_metric(cfg, triggering or [])
     decision = ct_steps.gate(
-        cfg, split, evaluated, champion_proba, version, champion.version if champion else None
+        cfg, split, evaluated, champion_proba, version, champion.version if champion else None, metric
     )
     served = ct_steps.served_model(decision)
     t2 = time.perf_counter()
     # Re-check the verdict from the raw probabilities rather than trusting the gate's record.
     y = target_vector(split.test, cfg.dataset).to_numpy()
     reference_proba = evaluated.baseline_proba if champion_proba is None else champion_proba
-    cand = _safe_metric(gate_cfg.primary_metric, y, evaluated.proba)
-    ref = _safe_metric(gate_cfg.primary_metric, y, reference_proba)
-    sign = 1.0 if GREATER_IS_BETTER[gate_cfg.primary_metric] else -1.0
+    cand = _safe_metric(metric, y, evaluated.proba)
+    ref = _safe_metric(metric, y, reference_proba)
+    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
     served_value = cand if served == "candidate" else ref
     seconds = (t2 - t1) + (fitted.cost.wall_seconds if reused else t1 - t0)
     record = TrainingRecord(
@@ -413,6 +416,7 @@ def train_and_gate(
         passed=decision.passed,
         served=served,
         summary=decision.summary(),
+        triggering=list(triggering or []),
         candidate_metric=cand,
         reference_metric=ref,
         worse=champion is not None
@@ -534,13 +538,15 @@ def replay(
     versions = 0
     last_training = warmup
 
-    def train(today: int, reason: str, window_start: str | None) -> bool | None:
+    def train(
+        today: int, reason: str, window_start: str | None, triggering: list[str] | None = None
+    ) -> bool | None:
         """Train and gate; whether the candidate was promoted (None: the training failed)."""
         nonlocal champion, versions
         versions += 1
         try:
             record, new = train_and_gate(
-                scenario, today, window_start, champion, str(versions), reason, cache, device
+                scenario, today, window_start, champion, str(versions), reason, cache, device, triggering
             )
         except WorkFailed as exc:
             run.trainings.append(_failed(scenario, today, reason, str(versions), window_start, str(exc)))
@@ -592,7 +598,10 @@ def replay(
                     if decision.action == "retrain":
                         # What the monitoring flow reads back from the registry before its next decision.
                         promoted = train(
-                            today, f"drift: {', '.join(decision.triggering)}", decision.window_start
+                            today,
+                            f"drift: {', '.join(decision.triggering)}",
+                            decision.window_start,
+                            decision.triggering,
                         )
                         state = policy.record_outcome(state, promoted)
         if run.trainings and run.trainings[-1].day == today:
@@ -617,6 +626,7 @@ def _failed(
         passed=False,
         served=None,
         summary="",
+        triggering=[],
         candidate_metric=math.nan,
         reference_metric=math.nan,
         worse=False,

@@ -304,10 +304,11 @@ def gate(
     champion_proba: Any,
     candidate: registry.ModelRef,
     champion_version: str | None,
+    metric: str | None = None,
 ) -> model_gate.GateDecision:
     """The blessing of the candidate against the champion (or, for the first model, the first-model rule
-    against the baseline)."""
-    return ct_steps.gate(cfg, split, evaluated, champion_proba, candidate.version, champion_version)
+    against the baseline), on `metric` (default: the primary metric)."""
+    return ct_steps.gate(cfg, split, evaluated, champion_proba, candidate.version, champion_version, metric)
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, **MLFLOW_RETRIES)

@@ -109,6 +109,15 @@ def evaluate(fitted: Fitted, split: Split, cfg: CtcdConfig) -> Evaluated:
     return Evaluated(report, proba, baseline_report, baseline_proba)
 
 
+def gate_metric(cfg: CtcdConfig, triggering: Sequence[str] = ()) -> str:
+    """The metric the gate judges a candidate on: `gates.model.primary_metric`, except for a retraining
+    the performance signal triggered, which is judged on accuracy, the metric whose drop the policy
+    watched. A drift that keeps the ranking but moves the decision boundary (a new threshold, a new
+    prior) costs accuracy while ROC AUC barely moves, so a candidate that fixes it would not be blessed
+    on ROC AUC."""
+    return "accuracy" if "performance" in triggering else cfg.gates.model.primary_metric
+
+
 def gate(
     cfg: CtcdConfig,
     split: Split,
@@ -116,10 +125,15 @@ def gate(
     champion_proba: np.ndarray | None,
     candidate_version: str | None = None,
     champion_version: str | None = None,
+    metric: str | None = None,
 ) -> model_gate.GateDecision:
     """The model gate: the candidate against the champion's probabilities on the same holdout; with no
     champion (`champion_proba` None), against the baseline, with the first-model rule (`chosen`: the
-    better of candidate and baseline that clears the floors, None when neither does)."""
+    better of candidate and baseline that clears the floors, None when neither does). `metric`: judge on
+    this metric instead of the primary one (`gate_metric`); the floors stay as configured."""
+    if metric is not None and metric != cfg.gates.model.primary_metric:
+        judged = cfg.gates.model.model_copy(update={"primary_metric": metric})
+        cfg = cfg.model_copy(update={"gates": cfg.gates.model_copy(update={"model": judged})})
     if champion_proba is None:
         decision = model_gate.decide_on_holdout(
             cfg,
