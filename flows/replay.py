@@ -867,9 +867,8 @@ def check_targets(
         TargetCheck(
             "no worse model promoted",
             ctcd.worse_promotions == 0,
-            f"ctcd promoted {ctcd.worse_promotions} model(s) worse than the one they replaced on the "
-            f"holdout {scenario.cfg.gates.model.primary_metric} by more than "
-            f"{scenario.cfg.gates.model.max_regression}",
+            f"ctcd promoted {ctcd.worse_promotions} model(s) worse than the one they replaced by more than "
+            f"{scenario.cfg.gates.model.max_regression} on the holdout metric the gate judged",
         )
     )
     return checks
