@@ -105,7 +105,7 @@ def rejection(features: pd.DataFrame, events: list[ScenarioEvent], cfg: CtcdConf
     missing = [c for c in cfg.dataset.features if c not in features.columns]
     if missing:
         return f"missing columns {missing}"
-    nulls = features[cfg.dataset.numerical_features].isna().sum()
+    nulls = features[cfg.dataset.features].isna().sum()
     if nulls.any():
         return f"{int(nulls.sum())} null feature values"
     return None
@@ -718,11 +718,11 @@ def detected_episodes(run: PolicyRun, scenario: Scenario, metric: str, tolerance
     for m in run.monitoring:
         if m.action != "retrain":
             continue
-        key = m.episode_started or str(m.day)
-        if key in seen:
-            continue
-        seen.add(key)
         onset = position.get(m.window_start or "", position.get(m.episode_started or "", m.day))
+        key = m.episode_started or str(onset)
+        if key in seen or str(onset) in seen:  # a retry of an episode, or another episode from the same onset
+            continue
+        seen.update({key, str(onset)})
         level = pre_drift_level(values, onset)
         rec = (
             None if level is None else recovery_days(values, onset, len(scenario.days) + 1, level, tolerance)
