@@ -50,7 +50,9 @@ def main() -> None:
     for name in args.history.split(","):
         started = time.perf_counter()
         subprocess.run(
-            [*ctcd, "backtest", *HISTORIES[name], "--out", str(args.out / name)], cwd=REPO, check=True
+            [*ctcd, "backtest", *HISTORIES[name], *default_policy(), "--out", str(args.out / name)],
+            cwd=REPO,
+            check=True,
         )
         print(f"[{name}: {time.perf_counter() - started:.1f}s wall, CLI start included]\n")
     if args.timing:
