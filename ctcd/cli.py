@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from ctcd import settings
-from ctcd.commands import data, demo, monitoring, project, serving, stack, training, validation
+from ctcd.commands import backtest, data, demo, monitoring, project, serving, stack, training, validation
 from ctcd.errors import CtcdError
 
 app = typer.Typer(
@@ -35,7 +35,7 @@ def _root(
         settings.enable_debug()
 
 
-for module in (project, data, validation, training, serving, monitoring, stack, demo):
+for module in (project, data, validation, training, serving, monitoring, stack, demo, backtest):
     module.register(app)
 
 

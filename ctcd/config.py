@@ -289,6 +289,12 @@ class TrainingConfig(_Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     reference_rows: int = Field(default=5000, ge=100, description="training rows kept with the model")
+    cost_per_cpu_hour: float = Field(
+        default=0.05, ge=0, description="money per CPU hour of training (recorded cost, `ctcd backtest`)"
+    )
+    cost_per_gpu_hour: float = Field(
+        default=3.0, ge=0, description="money per GPU hour of training (recorded cost, `ctcd backtest`)"
+    )
 
 
 class ModelGateConfig(_Strict):

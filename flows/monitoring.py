@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,35 +33,29 @@ from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import UsageError, WorkFailed
 from ctcd.workspace import Workspace
+from tasks.ct_steps import (
+    Windows,
+    current_window,
+    policy_decision,
+    windows,
+    with_batches,
+)
+from tasks.ct_steps import new_labelled_rows as new_labelled_rows  # re-exported
+from tasks.ct_steps import signals as window_signals
 from tasks.drift import (
     BATCH,
     PROBABILITY,
     SERVED_AT,
     MonitoringSignals,
-    compute_signals,
     drift_methods,
     feature_kinds,
     feature_thresholds,
-    join_labels,
     signal_metrics,
 )
-from tasks.policy import PolicyState, RetrainDecision, decide, record_outcome, training_outcome
+from tasks.policy import PolicyState, RetrainDecision, record_outcome, training_outcome
 
 if TYPE_CHECKING:
     from ctcd.registry import ModelRef
-
-
-@dataclass(frozen=True)
-class Windows:
-    """The batches one monitoring run looks at, oldest first, both ending with the current batch."""
-
-    current: list[str]
-    lookback: list[str] = field(default_factory=list)
-
-    @property
-    def batch(self) -> str:
-        """The current (monitored) batch."""
-        return self.current[-1]
 
 
 @dataclass(frozen=True)
@@ -92,21 +86,6 @@ class MonitoringOutcome(BaseModel):
     def summary(self) -> dict[str, Any]:
         """The JSON summary logged to MLflow against the champion's version."""
         return self.model_dump(mode="json", exclude={"report"})
-
-
-def windows(cfg: CtcdConfig, timeline: Timeline, batch: str) -> Windows:
-    """The current window (the last `drift.window_batches` batches) and the labelled look-back (as many as
-    a training window, and at least the current window plus the label delay), both ending with `batch`."""
-    lookback = max(cfg.training.window_batches, cfg.drift.window_batches + cfg.dataset.label_delay_batches)
-    return Windows(timeline.last(batch, cfg.drift.window_batches), timeline.last(batch, lookback))
-
-
-def with_batches(predictions: pd.DataFrame, timeline: Timeline) -> pd.DataFrame:
-    """The predictions with the batch each was served in (`BATCH`); rows before the first batch dropped."""
-    if predictions.empty:
-        return predictions.assign(**{BATCH: pd.Series(dtype="object")})
-    out = predictions.assign(**{BATCH: timeline.keys(predictions[SERVED_AT])})
-    return out[out[BATCH].notna()].reset_index(drop=True)
 
 
 def read_window(ws: Workspace, timeline: Timeline, batches: list[str]) -> pd.DataFrame:
@@ -203,24 +182,15 @@ def load_inputs(
 @task(name="compute-signals", cache_policy=NO_CACHE)
 def signals_of(cfg: CtcdConfig, inputs: MonitoringInputs) -> tuple[MonitoringSignals, pd.DataFrame]:
     """The window's signals, and the labelled predictions they were computed on."""
-    current = inputs.windows.current
-    labelled = join_labels(inputs.predictions, inputs.labels, cfg.dataset)
-    signals = compute_signals(
+    return window_signals(
+        cfg,
+        inputs.windows,
+        inputs.champion_version,
         inputs.reference,
-        current_window(inputs.predictions, current),
-        labelled,
         inputs.baseline,
-        cfg.dataset,
-        cfg.drift,
-        (current[0], current[-1]),
-        model_version=inputs.champion_version,
+        inputs.predictions,
+        inputs.labels,
     )
-    return signals, labelled
-
-
-def current_window(predictions: pd.DataFrame, batches: list[str]) -> pd.DataFrame:
-    """The predictions served in `batches` (by their `BATCH`)."""
-    return predictions[predictions[BATCH].isin(batches)]
 
 
 def decision_log(ws: Workspace) -> Path:
@@ -282,20 +252,6 @@ def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool 
     }
     found = [(ref.version, ref.tags) for ref in registry.versions(cfg, ws)]
     return training_outcome(found, champions, episode.retrained_on)
-
-
-def new_labelled_rows(labelled: pd.DataFrame, state: PolicyState, timeline: Timeline | None = None) -> int:
-    """Labelled predictions served in the batch of the last retraining or later (all of the lookback if
-    there was none)."""
-    timeline = timeline or Timeline()
-    if state.last_retrain is None or labelled.empty:
-        return len(labelled)
-    since = timeline.position(state.last_retrain)
-    if since is None:
-        return len(labelled)
-    batches = labelled[BATCH].astype(str)
-    positions = {b: timeline.position(b) for b in batches.unique()}
-    return int(batches.map(lambda b: (positions[b] if positions[b] is not None else since) >= since).sum())
 
 
 def report_kept(cfg: CtcdConfig, decision: RetrainDecision) -> bool:
@@ -435,15 +391,7 @@ def monitor_window(
     timeline, batch = inputs.timeline, inputs.windows.batch
     signals, labelled = signals_of(cfg, inputs)
     state = record_outcome(read_state(ws, timeline, batch), retrain_promoted)
-    decision, new_state = decide(
-        signals,
-        state,
-        cfg.drift,
-        batch,
-        new_labelled_rows(labelled, state, timeline),
-        cfg.training.window_batches,
-        timeline,
-    )
+    decision, new_state = policy_decision(cfg, signals, labelled, state, batch, timeline)
     outcome = MonitoringOutcome(
         batch=batch,
         model=cfg.registered_model_name,

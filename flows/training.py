@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
+import tasks.ct_steps as steps_module
 import tasks.model as model_module
 import tasks.training as training_module
 from ctcd import batches, registry
@@ -31,7 +32,7 @@ from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import WorkFailed
 from ctcd.features import model_input
 from ctcd.workspace import Workspace
-from tasks import dataset, evaluation, model_gate, training
+from tasks import ct_steps, dataset, evaluation, model_gate, training
 from tasks.dataset import BatchInput, Split
 from tasks.model import (
     Model,
@@ -45,7 +46,9 @@ from tasks.model import (
 
 MLFLOW_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
 _CODE_DIGEST = hashlib.sha256(
-    Path(training_module.__file__).read_bytes() + Path(model_module.__file__).read_bytes()
+    Path(training_module.__file__).read_bytes()
+    + Path(model_module.__file__).read_bytes()
+    + Path(steps_module.__file__).read_bytes()
 ).hexdigest()
 
 
@@ -75,6 +78,7 @@ class TrainingReport(BaseModel):
     rows: dict[str, int]
     reason: str
     seconds: float
+    cost: dict[str, float] = {}
 
 
 def validated_files(ws: Workspace) -> list[BatchFile]:
@@ -118,8 +122,7 @@ def load_training_data(cfg: CtcdConfig, files: list[BatchFile]) -> tuple[list[Ba
         inputs.append(
             BatchInput(f.batch_id, f.sha256, f.path, dataset.join_labels(features, labels, cfg.dataset))
         )
-    frame = dataset.training_frame(inputs, cfg.dataset)
-    return inputs, dataset.time_split(frame, cfg.training)
+    return inputs, ct_steps.training_split(inputs, cfg)
 
 
 def _fit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
@@ -138,21 +141,16 @@ def _fit_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str |
 
 
 @task(name="search", cache_key_fn=_fit_cache_key, persist_result=True)
-def run_search(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> training.SearchResult:
-    """The budgeted search with early stopping (cached by data and config)."""
-    return training.search(cfg, split, device)
-
-
-@task(name="fit-baseline", cache_key_fn=_fit_cache_key, persist_result=True)
-def fit_baseline(cfg: CtcdConfig, split: Split) -> Model:
-    """The baseline model (cached by data and config)."""
-    return training.fit_baseline(cfg, split)
+def run_search(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> ct_steps.Fitted:
+    """The budgeted search with early stopping and the baseline, with their cost (cached by data and
+    config: a cached result keeps the cost of the run that fitted it)."""
+    return ct_steps.fit(cfg, split, device)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(model: Model, split: Split, cfg: CtcdConfig) -> tuple[evaluation.EvaluationReport, Any]:
-    """Holdout report and positive-class probabilities."""
-    return evaluation.evaluate(model, split.test, cfg)
+def evaluate(fitted: ct_steps.Fitted, split: Split, cfg: CtcdConfig) -> ct_steps.Evaluated:
+    """Holdout reports and positive-class probabilities of the candidate and the baseline."""
+    return ct_steps.evaluate(fitted, split, cfg)
 
 
 def _candidate_run(
@@ -160,6 +158,7 @@ def _candidate_run(
     inputs: list[BatchInput],
     split: Split,
     result: training.SearchResult,
+    cost: ct_steps.TrainingCost,
     report: evaluation.EvaluationReport,
     baseline_report: evaluation.EvaluationReport,
     proba: Any,
@@ -185,6 +184,7 @@ def _candidate_run(
         **evaluation.flat_metrics(baseline_report, prefix="baseline_test_"),
         f"validation_{result.metric}": best.validation_score,
         "fit_seconds": sum(c.fit_seconds for c in result.candidates),
+        **cost.metrics(),
     }
     children = [
         registry.ChildRun(
@@ -300,17 +300,15 @@ def score_champion(cfg: CtcdConfig, ws: Workspace, split: Split) -> tuple[regist
 def gate(
     cfg: CtcdConfig,
     split: Split,
-    proba: Any,
-    reference_proba: Any,
-    report: evaluation.EvaluationReport,
-    reference_kind: model_gate.ReferenceKind,
+    evaluated: ct_steps.Evaluated,
+    champion_proba: Any,
     candidate: registry.ModelRef,
-    reference_version: str | None,
+    champion_version: str | None,
+    metric: str | None = None,
 ) -> model_gate.GateDecision:
-    """The blessing of the candidate against the champion (or the baseline for the first model)."""
-    return model_gate.decide_on_holdout(
-        cfg, split.test, proba, reference_proba, report, reference_kind, candidate.version, reference_version
-    )
+    """The blessing of the candidate against the champion (or, for the first model, the first-model rule
+    against the baseline), on `metric` (default: the primary metric)."""
+    return ct_steps.gate(cfg, split, evaluated, champion_proba, candidate.version, champion_version, metric)
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
@@ -395,10 +393,11 @@ def training_flow(
     device = training.choose_device(cfg.training.device)
     logger.info("training on %s (%s), rows %s", device.device, device.reason, split.rows)
 
-    result = run_search(cfg, split, device)
-    baseline = fit_baseline(cfg, split)
-    report, proba = evaluate(result.best.model, split, cfg)
-    baseline_report, baseline_proba = evaluate(baseline, split, cfg)
+    fitted = run_search(cfg, split, device)
+    result, baseline = fitted.result, fitted.baseline
+    evaluated = evaluate(fitted, split, cfg)
+    report, proba = evaluated.report, evaluated.proba
+    baseline_report, baseline_proba = evaluated.baseline_report, evaluated.baseline_proba
 
     tags = {
         "ctcd.reason": reason,
@@ -408,16 +407,12 @@ def training_flow(
         "ctcd.device_reason": device.reason,
         "ctcd.model_kind": candidate_kind(cfg),
     }
-    run = _candidate_run(cfg, inputs, split, result, report, baseline_report, proba, tags)
+    run = _candidate_run(cfg, inputs, split, result, fitted.cost, report, baseline_report, proba, tags)
     candidate = register_candidate(cfg, ws, run)
 
     champion, champion_proba = score_champion(cfg, ws, split)
-    if champion is None:
-        # Nothing serves yet: the better of candidate and baseline that clears the floors becomes v1.
-        decision = gate(cfg, split, proba, baseline_proba, report, "baseline", candidate, None)
-        decision = model_gate.choose_first(decision)
-    else:
-        decision = gate(cfg, split, proba, champion_proba, report, "champion", candidate, champion.version)
+    # Nothing serves yet: the better of candidate and baseline that clears the floors becomes v1.
+    decision = gate(cfg, split, evaluated, champion_proba, candidate, champion.version if champion else None)
     record_decision(cfg, ws, candidate, decision)
     logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
@@ -431,7 +426,7 @@ def training_flow(
         )
         record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
         chosen = baseline_ref
-    blessed = decision.passed or decision.chosen is not None
+    blessed = ct_steps.served_model(decision) is not None
     why = (
         f"gate passed, {decision.summary()}"
         if decision.passed
@@ -460,6 +455,7 @@ def training_flow(
         rows=split.rows,
         reason=reason,
         seconds=time.perf_counter() - started,
+        cost=fitted.cost.metrics(),
     )
     _report_artifacts(cfg, ws, out, baseline_report)
     if champion is None and decision.chosen is None:

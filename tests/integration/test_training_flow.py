@@ -108,6 +108,14 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     client = registry.connect(cfg, workspace)
     run = client.get_run(champ.run_id)
     assert run.data.params["device"] == "cpu" and run.data.tags["ctcd.git_commit"]
+    # the training's cost: CPU seconds of the fits, no GPU on cpu, the rows fitted on, money at the rates
+    metrics = run.data.metrics
+    assert metrics["cost_cpu_seconds"] > 0 and metrics["cost_gpu_seconds"] == 0
+    assert metrics["cost_rows"] == first.rows["train"] + first.rows["validation"]
+    assert metrics["cost_money"] == pytest.approx(
+        metrics["cost_cpu_seconds"] / 3600 * cfg.training.cost_per_cpu_hour
+    )
+    assert first.cost == {k: pytest.approx(v) for k, v in metrics.items() if k.startswith("cost_")}
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == set(first.batches)
     assert {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "sha256"} == {
         shas[i] for i in first.batches

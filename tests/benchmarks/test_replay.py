@@ -1,5 +1,6 @@
-"""The CT effectiveness replay is honest: labels arrive late, rejected batches are skipped, a model only
-serves after it was promoted, the policy sees no label early, and the gate's numbers are re-checked.
+"""The replay behind `ctcd backtest` (flows/replay.py) is honest: labels arrive late, rejected batches are
+skipped, a model only serves after it was promoted, the policy sees no label early, and the gate's numbers
+are re-checked.
 
 A tiny replay (10 days x 600 rows, a corrupted day 5, concept drift on day 7); no targets, no timings.
 """
@@ -9,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.ct_simulation import (
-    POLICIES,
+from ctcd.config import CtcdConfig, ScenarioEvent, load_config
+from flows.backtest import apply_overrides
+from flows.replay import (
     FitCache,
     PolicyRun,
     Scenario,
     agrawal_scenario,
-    bench_config,
     monitor,
     recovery_days,
     reference_levels,
@@ -27,7 +28,6 @@ from benchmarks.ct_simulation import (
     train_and_gate,
     training_window,
 )
-from ctcd.config import CtcdConfig, ScenarioEvent, load_config
 from tasks import policy, training
 from tasks.drift import BATCH, join_labels
 from tests.conftest import REPO
@@ -35,6 +35,8 @@ from tests.conftest import REPO
 WARMUP = 3
 DRIFT_DAY = 7
 CORRUPT_DAY = 5
+POLICIES = ("never", "weekly", "daily", "ctcd", "every-3")
+CHEAP = ["model.search.budget=1", "model.params.n_estimators=20", "gates.model.bootstrap_samples=20"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def scenario(default_config: CtcdConfig) -> Scenario:
         ScenarioEvent(day=CORRUPT_DAY, kind="corrupt_batch", corruption="null_flood"),
         ScenarioEvent(day=DRIFT_DAY, kind="concept_drift", function=2),
     ]
-    cfg = bench_config(default_config, search_budget=1, n_estimators=20, bootstrap_samples=20)
+    cfg = apply_overrides(default_config, CHEAP)
     cfg = cfg.model_copy(update={"stream": cfg.stream.model_copy(update={"events": events})})
     return agrawal_scenario(cfg, days=10, rows_per_day=600)
 
@@ -81,6 +83,7 @@ def test_policies_train_on_their_schedule_with_arrived_labels_only(scenario: Sce
     assert [t.day for t in runs["never"].trainings] == [WARMUP]
     assert [t.day for t in runs["daily"].trainings] == list(range(WARMUP, 11))
     assert [t.day for t in runs["weekly"].trainings] == [WARMUP, WARMUP + 7]
+    assert [t.day for t in runs["every-3"].trainings] == [WARMUP, WARMUP + 3, WARMUP + 6]
     by_id = {d.batch_id: d for d in scenario.days}
     for run in runs.values():
         for t in run.trainings:
@@ -91,7 +94,7 @@ def test_policies_train_on_their_schedule_with_arrived_labels_only(scenario: Sce
 
 def test_a_model_serves_only_after_its_promotion_and_rejected_days_are_not_scored(runs: dict) -> None:
     for run in runs.values():
-        promoted_on = {t.version: t.day for t in run.trainings if t.passed}
+        promoted_on = {t.version: t.day for t in run.trainings if t.served}
         assert CORRUPT_DAY not in run.accuracy
         assert sorted(run.accuracy) == [d for d in range(WARMUP + 1, 11) if d != CORRUPT_DAY]
         for day, version in run.served_by.items():
@@ -111,6 +114,7 @@ def test_gate_records_are_rechecked_from_the_probabilities(runs: dict) -> None:
             assert t.candidate_metric == pytest.approx(t.decision.bootstrap.candidate)
             assert t.reference_metric == pytest.approx(t.decision.bootstrap.reference)
             assert t.reference_kind == ("baseline" if t.day == WARMUP else "champion")
+            assert t.cost is not None and t.cost.rows > 0 and t.cost.cpu_seconds > 0
 
 
 def test_the_policy_sees_the_drift_only_once_its_labels_arrive(scenario: Scenario, runs: dict) -> None:
@@ -124,7 +128,7 @@ def test_the_policy_sees_the_drift_only_once_its_labels_arrive(scenario: Scenari
     # its window restarts at an onset estimated from arrived labels only
     first = retrains[0]
     assert first.window_start is not None
-    assert first.window_start <= scenario.days[first.day - delay - 1].date.isoformat()
+    assert first.window_start <= scenario.days[first.day - delay - 1].batch_id
 
 
 def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
@@ -132,7 +136,7 @@ def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
     record, champion = train_and_gate(
         scenario, WARMUP, None, None, "1", "initial", FitCache(), training.DeviceChoice("cpu", "cpu", "t")
     )
-    assert record.passed and champion is not None
+    assert record.served is not None and champion is not None
     served = scenario.days[WARMUP]  # day WARMUP + 1, the first served day
     log = served_predictions(cfg, served, champion)
     assert {"request_id", "served_at", "probability", "prediction", "model_version"} <= set(log.columns)
@@ -160,14 +164,14 @@ def test_recovery_counts_days_from_onset_back_within_tolerance_of_the_best_pre_d
     stale = PolicyRun("never", accuracy=dict.fromkeys(range(4, 11), 0.8))
     levels = reference_levels([good, stale], scenario)
     assert levels == {onset.label: pytest.approx((1.0 + 0.98 + 1.0) / 3)}
-    assert recovery_days(good, onset=7, until=11, level=1.0, tolerance=0.02) == 2
-    assert recovery_days(good, onset=7, until=9, level=1.0, tolerance=0.02) is None
-    assert recovery_days(good, onset=5, until=11, level=1.0, tolerance=0.02) == 0
+    assert recovery_days(good.accuracy, onset=7, until=11, level=1.0, tolerance=0.02) == 2
+    assert recovery_days(good.accuracy, onset=7, until=9, level=1.0, tolerance=0.02) is None
+    assert recovery_days(good.accuracy, onset=5, until=11, level=1.0, tolerance=0.02) == 0
     summary = summarize(good, scenario, 0.02, levels)
-    assert summary.recovery_days[onset.label] == 2
+    assert summary.recovery[onset.label] == 2
     assert summary.mean_accuracy == pytest.approx(np.mean(list(good.accuracy.values())))
     # a policy that stayed at its own low level has not recovered to what was achievable before the drift
-    assert summarize(stale, scenario, 0.02, levels).recovery_days[onset.label] is None
+    assert summarize(stale, scenario, 0.02, levels).recovery[onset.label] is None
 
 
 def test_sea_stream_labels_follow_the_variant_schedule() -> None:
@@ -179,4 +183,4 @@ def test_sea_stream_labels_follow_the_variant_schedule() -> None:
         d = sea.days[day - 1]
         expected = (d.features[x1] + d.features[x2] > threshold).astype(int).to_numpy()
         assert (d.labels[cfg.dataset.target].to_numpy() == expected).all()
-        assert d.rejected is None and d.batch_id == d.date.isoformat()
+        assert d.rejected is None and d.batch_id == d.start.date().isoformat()
