@@ -24,6 +24,7 @@ exponent from 100k up is the one that matters.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -80,7 +81,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
     import pandas as pd
 
     from ctcd import columns
-    from ctcd.batches import BatchRecord, file_batch, read_batch, sha256_of, validated_batches
+    from ctcd.batches import file_batch, read_batch, sha256_of, validated_batches
     from ctcd.workspace import Workspace
     from tasks import dataset, drift, evaluation, model_gate, training, validation
     from tasks.model import target_vector
@@ -297,29 +298,29 @@ def main() -> None:
         print(f"{n:>9,}  cycle total {total:9.2f} s  max peak RSS {peak:.0f} MB", flush=True)
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
+    print_table(results)
+
+
+def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
+    """The markdown table: seconds / peak RSS per stage and size, and the growth exponents."""
     sizes = list(results)
+    pairs = list(itertools.pairwise(sizes))
+    rows: dict[str, dict[int, tuple[float, float]]] = {}
+    for stage in STAGES:
+        rows[stage] = {n: (results[n][stage]["seconds"], results[n][stage]["peak_mb"]) for n in sizes}
+    rows["cycle"] = {
+        n: (sum(r["seconds"] for r in results[n].values()), max(r["peak_mb"] for r in results[n].values()))
+        for n in sizes
+    }
     print()
-    head = "| stage | " + " | ".join(f"{n:,} rows: s / peak MB" for n in sizes)
-    head += " | " + " | ".join(f"exp {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:], strict=False)) + " |"
-    print(head)
-    print("|---" * (1 + len(sizes) + max(len(sizes) - 1, 0)) + "|")
-    for stage in (*STAGES, "cycle"):
-
-        def secs(n: int) -> float:
-            return (
-                sum(r["seconds"] for r in results[n].values())
-                if stage == "cycle"
-                else results[n][stage]["seconds"]
-            )
-
-        def peak(n: int) -> float:
-            rs = results[n].values() if stage == "cycle" else [results[n][stage]]
-            return max(r["peak_mb"] for r in rs)
-
-        cells = [f"{secs(n):.2f} / {peak(n):.0f}" for n in sizes]
+    cols = [f"{n:,} rows: s / peak MB" for n in sizes] + [f"exponent {a:,}->{b:,}" for a, b in pairs]
+    print("| stage | " + " | ".join(cols) + " |")
+    print("|---" * (1 + len(cols)) + "|")
+    for stage, by_size in rows.items():
+        cells = [f"{s:.2f} / {m:.0f}" for s, m in by_size.values()]
         exps = [
-            f"{math.log(max(secs(b), 1e-6) / max(secs(a), 1e-6)) / math.log(b / a):.2f}"
-            for a, b in zip(sizes, sizes[1:], strict=False)
+            f"{math.log(max(by_size[b][0], 1e-6) / max(by_size[a][0], 1e-6)) / math.log(b / a):.2f}"
+            for a, b in pairs
         ]
         print(f"| {stage} | " + " | ".join(cells + exps) + " |")
 
