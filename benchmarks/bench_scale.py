@@ -95,6 +95,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
     days = json.loads((root / "days.json").read_text())
     today, history = days[-1], days[:-1]
     seconds = 0.0
+    parts: dict[str, float] = {}
 
     if stage == "land":
         # The window's earlier days were filed by earlier cycles (untimed); time today's landing.
@@ -151,14 +152,18 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
         ]
         split = dataset.time_split(dataset.training_frame(inputs, ds), cfg.training)
         del inputs
+        parts["read+split"] = time.perf_counter() - t0
         result = training.search(cfg, split, training.choose_device("cpu"))
+        parts["search"] = time.perf_counter() - t0 - sum(parts.values())
         baseline = training.fit_baseline(cfg, split)
+        parts["baseline"] = time.perf_counter() - t0 - sum(parts.values())
         report, proba = evaluation.evaluate(result.best.model, split.test, cfg)
         _, base_proba = evaluation.evaluate(baseline, split.test, cfg)
         reference = evaluation.reference_sample(
             result.best.model, split.train, cfg, max_rows=cfg.training.reference_rows
         )
         seconds = time.perf_counter() - t0
+        parts["evaluate"] = seconds - sum(parts.values())
         with (root / "model.pkl").open("wb") as f:
             pickle.dump(
                 {"model": result.best.model, "baseline": baseline, "metrics": report.metrics}, f, protocol=5
@@ -228,7 +233,12 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
         assert signals.current_rows == rows
     else:
         raise SystemExit(f"unknown stage {stage}")
-    return {"seconds": seconds, "base_mb": base, "peak_mb": _rss_mb()}
+    return {
+        "seconds": seconds,
+        "base_mb": base,
+        "peak_mb": _rss_mb(),
+        **{f"part:{k}": v for k, v in parts.items()},
+    }
 
 
 def _sub(args: list[str]) -> str:
@@ -290,7 +300,8 @@ def main() -> None:
             results[n][stage] = out
             print(
                 f"{n:>9,}  {stage:<11} {out['seconds']:9.2f} s  peak {out['peak_mb']:7.0f} MB "
-                f"(base {out['base_mb']:.0f})",
+                f"(base {out['base_mb']:.0f})"
+                + "".join(f", {k[5:]} {v:.2f} s" for k, v in out.items() if k.startswith("part:")),
                 flush=True,
             )
         total = sum(r["seconds"] for r in results[n].values())
