@@ -120,9 +120,14 @@ def time_split(frame: pd.DataFrame, training: TrainingConfig) -> Split:
             f"only {n} labelled rows are in the training window ({n_train} to train on, at least "
             f"{MIN_TRAIN_ROWS} needed): wait for more labels or raise training.window_batches"
         )
+
+    def rows(start: int, stop: int) -> pd.DataFrame:
+        # Views of the frame's rows with a fresh index: no copy of a window-sized frame.
+        return frame.iloc[start:stop].set_axis(pd.RangeIndex(stop - start), axis=0, copy=False)
+
     return Split(
-        train=frame.iloc[:n_train].reset_index(drop=True),
-        validation=frame.iloc[n_train : n_train + n_val].reset_index(drop=True),
-        test=frame.iloc[n_train + n_val :].reset_index(drop=True),
+        train=rows(0, n_train),
+        validation=rows(n_train, n_train + n_val),
+        test=rows(n_train + n_val, n),
         digest=frame_digest(frame),
     )
