@@ -309,6 +309,11 @@ class ModelGateConfig(_Strict):
     slice_max_regression: float = Field(default=0.05, ge=0)
     min_slice_rows: int = Field(default=50, ge=1)
     bootstrap_samples: int = Field(default=300, ge=10)
+    bootstrap_max_rows: int = Field(
+        default=100_000,
+        ge=1000,
+        description="holdout rows the bootstrap resamples at most (an m-out-of-n bootstrap above it)",
+    )
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 

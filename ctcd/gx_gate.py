@@ -224,7 +224,38 @@ def _gx() -> Any:
             return bool(original(data))
 
         gx_util.does_ndarray_contain_decimal_dtype = _fast_decimal_check
+    _project_column_domains()
     return gx
+
+
+def _project_column_domains() -> None:
+    """Give GX's column metrics a one-column frame, and skip its whole-frame fingerprint (once per process).
+
+    GX 1.24's column map metrics filter the whole compute frame by the column's nulls
+    (`df[df[col].notnull()]`: a copy of every column of the batch, for each of the suite's ~30 column
+    expectations), although they then read that one column only; on a 1M-row batch those copies were the
+    largest cost of the gate. Column-domain metrics only read `df[column]` (row conditions are applied
+    before, and unexpected-index lookups read `get_domain_records`, not this frame), so the frame is
+    projected to the column, index kept. GX also hashes the whole frame into a batch marker
+    (`pandas_data_fingerprint`) on every run; ctcd records the file's sha256 instead.
+    """
+    from great_expectations.core.metric_domain_types import MetricDomainTypes
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    cls = engine.PandasExecutionEngine
+    if getattr(cls.get_compute_domain, "__name__", "") == "_column_compute_domain":
+        return
+    original = cls.get_compute_domain
+
+    def _column_compute_domain(self: Any, domain_kwargs: dict, domain_type: Any, accessor_keys: Any = None):
+        data, compute, accessor = original(self, domain_kwargs, domain_type, accessor_keys)
+        column = accessor.get("column")
+        if MetricDomainTypes(domain_type) == MetricDomainTypes.COLUMN and column in data.columns:
+            data = data[column].to_frame()  # a view of the column, not a copy
+        return data, compute, accessor
+
+    cls.get_compute_domain = _column_compute_domain
+    engine.HASH_THRESHOLD = 0
 
 
 def _without_ids(suite: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from ctcd import cadence, columns
@@ -83,17 +84,21 @@ def training_frame(batches: Sequence[BatchInput], dataset: DatasetConfig) -> pd.
         keep.insert(1, dataset.timestamp_column)
     parts = []
     position = {b: i for i, b in enumerate(cadence.ordered(b.batch_id for b in batches))}
-    for b in sorted(batches, key=lambda b: position[b.batch_id]):
+    ordered = sorted(batches, key=lambda b: position[b.batch_id])
+    for b in ordered:
         missing = [c for c in keep if c not in b.frame.columns]
         if missing:
             raise WorkFailed(f"batch {b.batch_id} has no column(s) {missing}: was it validated?")
-        parts.append(b.frame[keep].assign(**{BATCH_COLUMN: b.batch_id}))
+        part = b.frame[keep]
+        ts = dataset.timestamp_column
+        if ts and not part[ts].is_monotonic_increasing:  # within a batch, by time (batches stay in order)
+            part = part.sort_values(ts, kind="stable")
+        parts.append(part)
+    # One concatenation, and the batch column built from the parts' lengths (no per-part copy).
     frame = pd.concat(parts, ignore_index=True)
-    if dataset.timestamp_column:  # within a batch, by time (batches stay in time order)
-        order = frame[BATCH_COLUMN].map(position).rename("_order")
-        frame = frame.assign(_order=order).sort_values(["_order", dataset.timestamp_column], kind="stable")
-        frame = frame.drop(columns="_order")
-    return frame.reset_index(drop=True)
+    ids = np.array([b.batch_id for b in ordered], dtype=object)
+    frame[BATCH_COLUMN] = np.repeat(ids, [len(p) for p in parts])
+    return frame
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -115,9 +120,14 @@ def time_split(frame: pd.DataFrame, training: TrainingConfig) -> Split:
             f"only {n} labelled rows are in the training window ({n_train} to train on, at least "
             f"{MIN_TRAIN_ROWS} needed): wait for more labels or raise training.window_batches"
         )
+
+    def rows(start: int, stop: int) -> pd.DataFrame:
+        # Views of the frame's rows with a fresh index: no copy of a window-sized frame.
+        return frame.iloc[start:stop].set_axis(pd.RangeIndex(stop - start), axis=0, copy=False)
+
     return Split(
-        train=frame.iloc[:n_train].reset_index(drop=True),
-        validation=frame.iloc[n_train : n_train + n_val].reset_index(drop=True),
-        test=frame.iloc[n_train + n_val :].reset_index(drop=True),
+        train=rows(0, n_train),
+        validation=rows(n_train, n_train + n_val),
+        test=rows(n_train + n_val, n),
         digest=frame_digest(frame),
     )

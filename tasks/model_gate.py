@@ -35,6 +35,7 @@ from tasks.model import target_vector
 ReferenceKind = Literal["champion", "baseline"]
 Chosen = Literal["candidate", "baseline"]
 _CHUNK = 50  # bootstrap samples scored at once (bounds memory: chunk x holdout rows floats)
+_CHUNK_CELLS = 5_000_000  # at most this many weights (chunk x rows) at once on large holdouts
 
 
 class Check(BaseModel):
@@ -126,28 +127,44 @@ def paired_bootstrap(
     samples: int,
     confidence: float,
     seed: int,
+    max_rows: int | None = None,
 ) -> BootstrapResult:
-    """Resample holdout rows (the same for both models); the interval of the delta, positive = better."""
+    """Resample holdout rows (the same for both models); the interval of the delta, positive = better.
+
+    With more than `max_rows` holdout rows the work is bounded (an m-out-of-n bootstrap): the resamples
+    are drawn from a fixed-seed subsample of m = `max_rows` rows, and the interval is the full holdout's
+    delta plus the subsample's resampled deviations scaled by sqrt(m / n) (the spread of a mean-like
+    statistic shrinks as 1 / sqrt(rows)). The point values always use every row.
+    """
     y = np.asarray(y_true)
     n = len(y)
     cand = metric_value(metric, y, candidate)
     ref = metric_value(metric, y, reference)
+    delta = _signed(metric, cand - ref)
     rng = np.random.default_rng(seed)
+    scale, centre = 1.0, 0.0
+    if max_rows is not None and n > max_rows:
+        keep = np.sort(rng.choice(n, size=max_rows, replace=False))
+        y, candidate, reference = y[keep], np.asarray(candidate)[keep], np.asarray(reference)[keep]
+        sub = _signed(metric, metric_value(metric, y, candidate) - metric_value(metric, y, reference))
+        scale, centre = math.sqrt(max_rows / n), delta - math.sqrt(max_rows / n) * sub
+        n = max_rows
+    chunk = max(1, min(_CHUNK, _CHUNK_CELLS // max(n, 1)))
     deltas: list[np.ndarray] = []
-    for done in range(0, samples, _CHUNK):
+    for done in range(0, samples, chunk):
         # Multinomial counts as weights: the same resample as drawing row indices, for many at once.
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(_CHUNK, samples - done))
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, samples - done))
         d = metric_values(metric, y, candidate, w) - metric_values(metric, y, reference, w)
         deltas.append(d if GREATER_IS_BETTER[metric] else -d)
     found = np.concatenate(deltas) if deltas else np.array([])
-    found = found[~np.isnan(found)]
+    found = centre + scale * found[~np.isnan(found)]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(found, [alpha, 1 - alpha]) if len(found) else (math.nan, math.nan)
     return BootstrapResult(
         metric=metric,
         candidate=cand,
         reference=ref,
-        delta=_signed(metric, cand - ref),
+        delta=delta,
         low=float(low),
         high=float(high),
         confidence=confidence,
@@ -266,6 +283,7 @@ def decide(
         gate.bootstrap_samples,
         gate.confidence,
         cfg.training.seed,
+        gate.bootstrap_max_rows,
     )
     checks = floor_checks(candidate_metrics, gate.floors)
     checks.append(

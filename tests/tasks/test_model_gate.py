@@ -231,3 +231,22 @@ def test_a_failing_candidate_with_a_better_baseline_failing_its_floors_is_not_se
     strict = cfg.gates.model.model_copy(update={"floors": {"roc_auc": 0.9999}})
     d = model_gate.choose_first(d.model_copy(update={"thresholds": strict}))
     assert d.chosen is None and "roc_auc>=0.9999" in model_gate.no_first_model(d)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy"])
+def test_a_bounded_bootstrap_gives_about_the_full_bootstraps_interval(metric):
+    """Above `max_rows` the interval comes from a subsample, rescaled: close to resampling every row."""
+    rng = np.random.default_rng(5)
+    n = 40_000
+    y = rng.integers(0, 2, n)
+    cand = np.clip(y * 0.35 + rng.uniform(0, 0.65, n), 0.01, 0.99)
+    ref = np.clip(y * 0.33 + rng.uniform(0, 0.67, n), 0.01, 0.99)
+    full = model_gate.paired_bootstrap(metric, y, cand, ref, 200, 0.9, 1)
+    bounded = model_gate.paired_bootstrap(metric, y, cand, ref, 200, 0.9, 1, max_rows=4_000)
+    assert bounded.delta == full.delta and bounded.candidate == full.candidate  # point values: every row
+    assert bounded.low < bounded.delta < bounded.high
+    width = full.high - full.low
+    assert bounded.high - bounded.low == pytest.approx(width, rel=0.35)
+    assert abs(bounded.low - full.low) < 0.35 * width and abs(bounded.high - full.high) < 0.35 * width
+    unscaled = model_gate.paired_bootstrap(metric, y[:4_000], cand[:4_000], ref[:4_000], 200, 0.9, 1)
+    assert unscaled.high - unscaled.low > 2 * width  # 10x fewer rows: a ~3x wider interval unscaled
