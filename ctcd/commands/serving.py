@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             )
         typer.echo(f"serving {cfg.registered_model_name}@champion on http://{host}:{port} (Ctrl-C stops)")
         code = run_foreground(cfg, ws, port, host)
-        if code not in (0, -2, 130):
+        if code not in (0, -2, 130, -15, 143):  # stopped by Ctrl-C or SIGTERM
             raise typer.Exit(code)
 
     @app.command("deploy")

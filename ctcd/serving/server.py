@@ -198,16 +198,20 @@ def _client_host(host: str) -> str:
 
 
 def run_foreground(cfg: CtcdConfig, ws: Workspace, port: int, host: str) -> int:
-    """Run the server attached to this terminal until Ctrl-C; return its exit code."""
+    """Run the server attached to this terminal until Ctrl-C or SIGTERM (as a supervisor stops it: passed on,
+    so the server drains and flushes its prediction log rather than outliving us); return its exit code."""
     if cfg.source is None:
         raise DependencyUnavailable("the config was not loaded from a file, so a server cannot load it")
     reload_channel(ws, port).unlink(missing_ok=True)
     process = subprocess.Popen(serve_command(host, port), cwd=REPO_ROOT, env=server_environment(cfg, ws))
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: process.send_signal(signum))
     try:
         return process.wait()
     except KeyboardInterrupt:
         process.send_signal(signal.SIGINT)
         return process.wait(timeout=60)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def live_server_url(cfg: CtcdConfig) -> str:

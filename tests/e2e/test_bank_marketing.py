@@ -90,6 +90,14 @@ def rows_of(path: Path, target: pd.Series | None = None) -> list[dict]:
     return json.loads(frame.to_json(orient="records"))
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_bank_marketing_reaches_a_served_champion_and_monitoring_by_config_alone(bank):
     home = Path(bank[1]["CTCD_HOME"])
 
@@ -145,8 +153,15 @@ def test_bank_marketing_reaches_a_served_champion_and_monitoring_by_config_alone
             rows = [{**r, "as_of": f"{month}-15"} for r in rows_of(home / "landing" / f"{month}.parquet")]
             served = httpx.post(f"{url}/predict_batch", json={"rows": rows}, timeout=300)
             assert served.status_code == 200, served.text
+        server.terminate()  # SIGTERM to `ctcd serve` alone, as a supervisor stops it: it stops its server too
+        assert server.wait(timeout=120) == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _group_alive(server.pid):
+            time.sleep(0.5)
+        assert not _group_alive(server.pid), "the BentoML server outlived `ctcd serve`"
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        if _group_alive(server.pid):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=120)
 
     # 5. Monitoring the latest month scores March's served predictions on March's arrived labels.
