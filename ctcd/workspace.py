@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ctcd import settings
 
@@ -136,3 +139,26 @@ def file_lock(path: Path, timeout: float, holder: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, data: bytes | str, *, durable: bool = False) -> Path:
+    """The one atomic writer: write `data` to a hidden temporary name beside `path`, then rename it in,
+    so no reader ever sees half a file. `durable` also fsyncs the bytes before the rename (for records that
+    must survive a power cut, such as the prediction log). The temporary name carries the PID, so two
+    processes writing the same path never share one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with tmp.open("wb") as handle:
+        handle.write(payload)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, payload: Any, *, indent: int | None = 2) -> Path:
+    """`payload` as JSON (dates and paths as strings), written with `write_atomic`."""
+    text = json.dumps(payload, indent=indent, default=str)
+    return write_atomic(path, text + "\n" if indent is not None else text)

@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 from typer.testing import CliRunner
 
-from ctcd.cli import app
+from ctcd.app.cli import app
 from ctcd.errors import UsageError
 from tests.conftest import REPO
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctcd.cli import app
+from ctcd.app.cli import app
 from ctcd.config import load_config
 from ctcd.errors import ConfigError
 

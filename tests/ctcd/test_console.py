@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcd.console import ExpectedErrorFilter
+from ctcd.app.console import ExpectedErrorFilter
 from ctcd.errors import NoChampion, WorkFailed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_ctcd_monitor_without_a_champion_is_one_line(tmp_path, debug):
     args = [
         sys.executable,
         "-c",
-        "from ctcd.cli import main; main()",
+        "from ctcd.app.cli import main; main()",
         *(["--debug"] if debug else []),
         "monitor",
     ]

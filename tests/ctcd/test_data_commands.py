@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctcd.cli import app, main
+from ctcd.app.cli import app, main
 from ctcd.workspace import Workspace
 from tests.conftest import REPO
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
+from ctcd.app.demo import DemoOptions, default_days, write_demo_config
 from ctcd.config import ScenarioEvent
-from ctcd.demo import DemoOptions, default_days, write_demo_config
 
 
 def test_the_default_replays_through_the_recovery_from_the_last_drift(default_config):
@@ -35,8 +35,8 @@ def test_the_demo_config_speeds_the_clock_up_and_keeps_a_smoke_test_standby(defa
 def test_the_timeline_marks_days_scored_with_labels_due_after_the_replay(default_config, tmp_path):
     from datetime import date
 
-    from ctcd.demo import DayRecord
-    from ctcd.timeline import write_timeline
+    from ctcd.app.demo import DayRecord
+    from ctcd.app.timeline import write_timeline
 
     records = [
         DayRecord(day=21, date=date(2026, 1, 21), batch="validated", live_accuracy=0.46),

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctcd import deployments
+from ctcd.app import deployments
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
 

@@ -230,7 +230,7 @@ def test_cli_validate_batch_and_suite_commands(workspace: Workspace, default_con
     """The acceptance path with the shipped suite: clean exits 0, the scenario's corrupted day exits 1."""
     from typer.testing import CliRunner
 
-    from ctcd.cli import app
+    from ctcd.app.cli import app
     from ctcd.errors import BatchRejected
     from tasks.stream import batch_bytes
 
@@ -446,7 +446,7 @@ def test_cli_suite_init_from_several_batches(default_config: CtcdConfig, tmp_pat
     """`--from` takes a glob or repeats; the suite says how many batches taught it."""
     from typer.testing import CliRunner
 
-    from ctcd.cli import app
+    from ctcd.app.cli import app
     from ctcd.errors import UsageError
 
     for day in (1, 2, 3):

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from ctcd import sources
+from ctcd.app.cli import app
 from ctcd.batches import read_labels_file
-from ctcd.cli import app
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import ConfigError, UsageError
 from ctcd.workspace import Workspace

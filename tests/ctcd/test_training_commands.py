@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ctcd import registry
-from ctcd.cli import app
+from ctcd.app.cli import app
 from ctcd.errors import UsageError
 from tests.ctcd.test_registry import _candidate
 

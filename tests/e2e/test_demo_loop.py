@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctcd import registry, stack
+from ctcd import registry
+from ctcd.app import stack
 from ctcd.config import load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions

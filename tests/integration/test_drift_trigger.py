@@ -270,7 +270,7 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     # `ctcd monitor --json` runs the same flow once and prints the verdict: the open episode only alerts.
     from typer.testing import CliRunner
 
-    from ctcd.cli import app
+    from ctcd.app.cli import app
 
     serve_day(cfg, workspace, 6, version, concept=True)
     result = CliRunner().invoke(app, ["monitor", "--json", "--today", "2026-02-06", "-c", str(cfg.source)])

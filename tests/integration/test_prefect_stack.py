@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctcd import deployments, stack
+from ctcd.app import deployments, stack
 from ctcd.config import CtcdConfig, load_config
 from ctcd.net import free_port
 from ctcd.workspace import Workspace

@@ -283,7 +283,7 @@ def test_served_predictions_are_in_the_log_after_shutdown(served):
 
 
 def test_a_kept_smoke_server_is_reloaded_for_each_candidate_and_stopped_by_down(served):
-    from ctcd import stack
+    from ctcd.app import stack
     from ctcd.serving import deploy
     from ctcd.serving.server import SMOKE_PID_FILE, running_server
 

@@ -93,7 +93,7 @@ def test_two_concurrent_ctcd_runs_judge_every_batch_exactly_once(
         "CTCD_HOME": str(workspace.root),
         "PREFECT_API_URL": prefect_api_url,
     }
-    command = [sys.executable, "-c", "from ctcd.cli import main; main()", "run", "-c", str(path)]
+    command = [sys.executable, "-c", "from ctcd.app.cli import main; main()", "run", "-c", str(path)]
     procs = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from ctcd import deployments, stack
+from ctcd.app import deployments, stack
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
 from tests.integration.test_prefect_stack import make_standin_project, write_config

@@ -166,7 +166,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
 
     # 4. By hand: promote 2, roll back to 1; the history shows every move.
     runner = CliRunner()
-    from ctcd.cli import app
+    from ctcd.app.cli import app
 
     assert runner.invoke(app, ["promote", "2", "--reason", "try it", "-c", path]).exit_code == 0
     back = runner.invoke(app, ["rollback", "--reason", "back", "-c", path])
@@ -179,7 +179,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
 def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
     prefect_server, default_config, workspace, tmp_path
 ):
-    from ctcd.cli import app
+    from ctcd.app.cli import app
 
     small = small_config(default_config, rows_per_day=1000)  # the shipped suite warns outside 1000-3000
     assert small.stream is not None
@@ -214,7 +214,7 @@ def test_with_no_champion_a_better_baseline_is_registered_and_served(
 ):
     """A candidate that cannot split (min_child_weight 1e9: ROC AUC 0.5) under the floor, a baseline over it:
     the baseline becomes version 2 and champion, the candidate (version 1) stays the challenger."""
-    from ctcd.cli import app
+    from ctcd.app.cli import app
 
     cfg = _first_model_config(default_config, {"roc_auc": 0.52}, min_child_weight=1e9)
     path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
@@ -242,7 +242,7 @@ def test_with_no_champion_a_better_baseline_is_registered_and_served(
 def test_with_no_model_clearing_the_floors_training_fails_in_one_line(
     prefect_server, default_config, workspace, tmp_path
 ):
-    from ctcd.cli import app
+    from ctcd.app.cli import app
     from ctcd.errors import WorkFailed
 
     cfg = _first_model_config(default_config, {"roc_auc": 0.999})

@@ -98,8 +98,8 @@ def listening_addresses(pid: int) -> set[str]:
 
 @contextlib.contextmanager
 def stack_mlflow(cfg: CtcdConfig, ws: Workspace, timeout: float = 180.0) -> Iterator[object]:
-    """`mlflow server` exactly as `ctcd up` starts it (ctcd.stack.start_mlflow); stopped afterwards."""
-    from ctcd import deployments, stack
+    """`mlflow server` exactly as `ctcd up` starts it (ctcd.app.stack.start_mlflow); stopped afterwards."""
+    from ctcd.app import deployments, stack
     from ctcd.net import wait_http
 
     launch = stack.start_mlflow(cfg, ws)

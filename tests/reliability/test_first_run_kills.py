@@ -38,7 +38,7 @@ from tests.tasks.test_training import small_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
-CLI = [sys.executable, "-c", "from ctcd.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ctcd.app.cli import main; main()"]
 DAYS = 4
 EVENT_TIMEOUT = 300.0
 

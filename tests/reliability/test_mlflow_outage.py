@@ -1,6 +1,6 @@
 """Guarantee 2: the MLflow server stops during a run.
 
-The server is the one `ctcd up` starts (`ctcd.stack.start_mlflow`), on a free port, and the config points
+The server is the one `ctcd up` starts (`ctcd.app.stack.start_mlflow`), on a free port, and the config points
 `tracking.tracking_uri` at it. A short outage (the server is restarted while a champion move waits) is
 ridden out by the MLflow client's retries; a lasting one fails with one line naming the server, and the
 registry never has an alias on a version whose model cannot be loaded.
@@ -103,7 +103,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
 ):
     import yaml
 
-    from ctcd.cli import main
+    from ctcd.app.cli import main
 
     ws = mlflow_stack.ws
     before = registry.require_champion(mlflow_stack.cfg, ws)

@@ -1,7 +1,7 @@
 """Guarantee 7: servers bind loopback by default, MLflow keeps its host-header check, no secret leaks.
 
 - The prediction server (`start_server`), and the MLflow and Prefect servers as `ctcd up` starts them
-  (`ctcd.stack`), accept connections on 127.0.0.1 only when the config does not say otherwise.
+  (`ctcd.app.stack`), accept connections on 127.0.0.1 only when the config does not say otherwise.
 - MLflow refuses a request whose Host header names another machine (DNS rebinding protection).
 - The API key lives only in the environment: no config field holds a key, and after authenticated (and
   wrongly authenticated) traffic the key appears nowhere in the workspace (logs, prediction log, runs).
@@ -162,7 +162,7 @@ def test_the_api_key_never_reaches_the_workspace(champion: Served):
 
 
 def test_mlflow_and_prefect_as_ctcd_up_starts_them_bind_loopback(tmp_path: Path, workspace: Workspace):
-    from ctcd import deployments, stack
+    from ctcd.app import deployments, stack
     from ctcd.net import wait_http
 
     config = write_stack_config(tmp_path, mlflow_port=free_port(), prefect_port=free_port())

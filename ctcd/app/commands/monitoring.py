@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 
 def monitor(
@@ -29,7 +29,7 @@ def monitor(
     the training deployment.
     """
     cfg, _ = options.load(config)
-    from ctcd.console import hide_expected_tracebacks
+    from ctcd.app.console import hide_expected_tracebacks
     from flows.monitoring import monitoring_flow, verdict_rows
 
     hide_expected_tracebacks()

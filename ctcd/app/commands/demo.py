@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
         the simulated calendar. An existing workspace is moved aside first, never deleted.
         """
         from ctcd import settings
+        from ctcd.app.demo import DemoOptions, run_demo
         from ctcd.config import load_config
-        from ctcd.demo import DemoOptions, run_demo
         from ctcd.workspace import Workspace
 
         if not verbose:

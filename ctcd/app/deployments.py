@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 # The pool names prefect.yaml uses; they stand for the config's `orchestration.cpu_pool` / `gpu_pool`.
 FILE_CPU_POOL = "cpu-pool"

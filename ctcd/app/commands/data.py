@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ctcd.app.demo import DayRecord
     from ctcd.config import CtcdConfig
-    from ctcd.demo import DayRecord
 
 
 def drift_onsets(cfg: CtcdConfig) -> list[tuple[int, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = options.JsonOption,
     ) -> None:
         """Smoke-test the champion in a second server, then switch the live server to it (or roll back)."""
-        from ctcd.console import hide_expected_tracebacks
+        from ctcd.app.console import hide_expected_tracebacks
         from ctcd.errors import WorkFailed
         from flows.delivery import delivery_flow
 

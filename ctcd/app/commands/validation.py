@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ctcd.commands.options import ConfigOption, JsonOption, load
+from ctcd.app.commands.options import ConfigOption, JsonOption, load
 
 suite_app = typer.Typer(
     help="Expectation suites: the data contract, reviewed like code.", no_args_is_help=True

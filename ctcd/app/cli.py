@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from ctcd import settings
-from ctcd.commands import backtest, data, demo, monitoring, project, serving, stack, training, validation
+from ctcd.app.commands import backtest, data, demo, monitoring, project, serving, stack, training, validation
 from ctcd.errors import CtcdError
 
 app = typer.Typer(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
@@ -43,7 +43,7 @@ def _print_training(report: TrainingReport) -> None:
 
 
 def _training(config: Path | None, reason: str, window_start: str | None) -> TrainingReport:
-    from ctcd.console import hide_expected_tracebacks
+    from ctcd.app.console import hide_expected_tracebacks
     from flows.training import training_flow
 
     hide_expected_tracebacks()
@@ -59,7 +59,7 @@ def run(
     config: Path | None = options.ConfigOption,
 ) -> None:
     """One CT cycle: ingest + validate new batches, then train, evaluate, gate, register and promote."""
-    from ctcd.console import hide_expected_tracebacks
+    from ctcd.app.console import hide_expected_tracebacks
     from flows.ingest import ingest_flow
 
     hide_expected_tracebacks()

@@ -92,7 +92,7 @@ class DemoOptions:
 def prepare_workspace(ws: Workspace, echo: Callable[[str], None]) -> None:
     """Start from an empty workspace; an earlier one is moved aside (never deleted)."""
     if ws.root.exists() and any(p.is_file() for p in ws.root.rglob("*")):
-        from ctcd import stack
+        from ctcd.app import stack
 
         stack.down(ws)
         aside = ws.root.with_name(f"{ws.root.name}.prev-{datetime.now(UTC):%Y%m%dT%H%M%S}")
@@ -290,7 +290,7 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
     entries = generate_stream(cfg, ws)
     echo(f"generated {len(entries)} days x {cfg.stream.rows_per_day} rows into {ws.root / 'stream'}")
 
-    from ctcd import deployments, stack
+    from ctcd.app import deployments, stack
 
     echo("starting the local stack (Prefect server, work pools and workers, deployments)...")
     report = stack.up(cfg, ws, echo, with_mlflow=False)
@@ -312,7 +312,7 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
             echo("stopping the local stack (`ctcd up` brings it back with everything the demo recorded)")
             stack.down(ws)
     summary = summarize(cfg, ws, records, time.perf_counter() - started)
-    from ctcd.timeline import write_timeline
+    from ctcd.app.timeline import write_timeline
 
     summary["timeline"] = {k: str(v) for k, v in write_timeline(records, cfg, ws.reports).items()}
     (ws.reports / "demo-summary.json").write_text(

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 import psutil
 
-from ctcd import deployments, settings
+from ctcd import settings
+from ctcd.app import deployments
 from ctcd.errors import CtcdError, DependencyUnavailable, UsageError
 from ctcd.workspace import log_tail
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 
 def register(app: typer.Typer) -> None:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ctcd.commands import options
+from ctcd.app.commands import options
 
 if TYPE_CHECKING:
-    from ctcd.stack import ServiceStatus, StackReport
+    from ctcd.app.stack import ServiceStatus, StackReport
 
 stack_app = typer.Typer(
     help="The local stack `ctcd up` started: Prefect server, workers, MLflow, the prediction server.",
@@ -52,7 +52,7 @@ def up(
     deployments/prefect.yaml, and serves the champion with BentoML when there is one. Services that already
     run are reused. Logs go to $CTCD_HOME/logs/, PID files to $CTCD_HOME/run/; `ctcd down` stops it all.
     """
-    from ctcd import stack
+    from ctcd.app import stack
 
     cfg, ws = options.load(config)
     report = stack.up(cfg, ws, echo=(lambda _: None) if as_json else typer.echo)
@@ -66,8 +66,8 @@ def down(
     as_json: bool = options.JsonOption,
 ) -> None:
     """Stop every service `ctcd up` started in this workspace (and nothing else), newest first."""
-    from ctcd import stack
-    from ctcd.stack import StackReport
+    from ctcd.app import stack
+    from ctcd.app.stack import StackReport
 
     _cfg, ws = options.load(config)
     stopped = stack.down(ws)
@@ -83,7 +83,7 @@ def status(
     as_json: bool = options.JsonOption,
 ) -> None:
     """Show each service of the local stack (running, stale PID file, stopped) and the deployments."""
-    from ctcd import stack
+    from ctcd.app import stack
 
     cfg, ws = options.load(config)
     _print_report(stack.status(cfg, ws), as_json)
