@@ -26,10 +26,11 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/ctcd demo
 
-## Lint, format check and the whole test suite (what CI runs).
+## Lint, format check, the layer contracts (pyproject's [tool.importlinter]) and the whole test suite (what CI runs).
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	bash scripts/run-tests.sh
 
 lint: install

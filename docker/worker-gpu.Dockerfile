@@ -29,6 +29,7 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages "uv==0.13.9" \
 WORKDIR /opt/ctcd
 COPY requirements.lock pyproject.toml README.md ./
 RUN uv pip install --no-cache -r requirements.lock
+# Only ctcd is packaged (-e below); flows/ and tasks/ stay here, the project root the workers run from.
 COPY ctcd ./ctcd
 COPY tasks ./tasks
 COPY flows ./flows

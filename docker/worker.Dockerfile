@@ -17,6 +17,7 @@ WORKDIR /opt/ctcd
 COPY requirements.lock pyproject.toml README.md ./
 RUN pip install --no-cache-dir "uv==0.13.9" \
     && uv pip install --system --no-cache -r requirements.lock
+# Only ctcd is packaged (-e below); flows/ and tasks/ stay here, the project root the workers run from.
 COPY ctcd ./ctcd
 COPY tasks ./tasks
 COPY flows ./flows
