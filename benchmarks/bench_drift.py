@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# tasks/ is not packaged: it is found from the project root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctcd.config import DatasetConfig, DriftPolicyConfig
 
