@@ -18,7 +18,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctcd.config import load_config
-from tasks import stream as st
+from ctcd.stream import scenario as st
 
 
 def river_frame(seed: int, n: int, function: int, perturbation: float) -> pd.DataFrame:

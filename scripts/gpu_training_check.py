@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ctcd.config import load_config
 from tasks import dataset, training
 from tasks.model import features_frame, positive_proba, target_vector
-from tasks.stream import generate_day
+from ctcd.stream.scenario import generate_day
 
 CPU_PREDICT = """
 import pickle, sys

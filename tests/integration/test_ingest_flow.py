@@ -10,7 +10,7 @@ import pytest
 from ctcd.batches import quarantined_batches, validated_batches
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
-from tasks.stream import generate_stream
+from ctcd.stream.scenario import generate_stream
 
 pytestmark = pytest.mark.integration
 

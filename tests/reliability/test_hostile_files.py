@@ -24,7 +24,7 @@ from ctcd.batches import BatchRecord, find_batch, force_release, quarantined_bat
 from ctcd.config import CtcdConfig
 from ctcd.errors import UsageError
 from ctcd.workspace import Workspace
-from tasks.stream import generate_day
+from ctcd.stream.scenario import generate_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -12,7 +12,7 @@ from ctcd.config import CtcdConfig
 from ctcd.errors import WorkFailed
 from tasks import dataset, evaluation, training
 from tasks.model import final_estimator
-from tasks.stream import generate_day
+from ctcd.stream.scenario import generate_day
 
 
 def small_config(cfg: CtcdConfig, rows_per_day: int = 300, **training_overrides: object) -> CtcdConfig:

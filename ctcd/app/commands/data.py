@@ -14,7 +14,7 @@ from ctcd.app.commands import options
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
-    from tasks.stream import LandingReport
+    from ctcd.stream.scenario import LandingReport
 
 data_app = typer.Typer(
     help=(
@@ -61,7 +61,7 @@ def generate(
 ) -> None:
     """Write the daily batches (features and delayed labels, Parquet) to $CTCD_HOME/stream."""
     from ctcd.config import StreamConfig
-    from tasks import stream as st
+    from ctcd.stream import scenario as st
 
     cfg, ws = options.load(config)
     if _pulls_from_source(cfg):
@@ -121,7 +121,7 @@ def land(
     """Copy new batches (ids up to --through) into landing/, and the labels that have arrived."""
     from ctcd.batches import ingest_lock
     from ctcd.errors import UsageError
-    from tasks import stream as st
+    from ctcd.stream import scenario as st
 
     cfg, ws = options.load(config)
     if _pulls_from_source(cfg):
@@ -161,7 +161,7 @@ def status(
     config: Path | None = options.ConfigOption,
 ) -> None:
     """Show every batch and where it is: at the source (or stream), landing, validated or quarantine."""
-    from tasks import stream as st
+    from ctcd.stream import scenario as st
 
     cfg, ws = options.load(config)
     if (cfg.dataset.source is None and cfg.stream is None) or _pulls_from_source(cfg):

@@ -17,7 +17,7 @@ from scipy import stats
 from ctcd.config import CtcdConfig, ScenarioEvent, StreamConfig
 from ctcd.errors import ConfigError, UsageError, WorkFailed
 from ctcd.workspace import Workspace
-from tasks import stream as st
+from ctcd.stream import scenario as st
 
 ROWS = 1000
 
