@@ -54,8 +54,8 @@ def main() -> None:
 
     from ctcd.batches import BatchRecord, sha256_of
     from ctcd.config import load_config
+    from ctcd.stream.scenario import generate_day
     from ctcd.workspace import Workspace
-    from tasks.stream import generate_day
 
     base = load_config(REPO / "configs" / "default.yaml")
     days = base.training.window_batches

@@ -96,8 +96,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ctcd.config import load_config
+    from ctcd.stream.scenario import generate_day
     from ctcd.workspace import Workspace
-    from tasks.stream import generate_day
 
     cfg = load_config(REPO / "configs" / "default.yaml")
     big = cfg.model_copy(update={"stream": cfg.stream.model_copy(update={"rows_per_day": args.rows})})

@@ -63,7 +63,7 @@ def _config(rows: int, n_jobs: int):
 
 def prepare(root: Path, rows: int, window: int, n_jobs: int) -> None:
     """Write window + 1 days of features and labels (the last day is the one the cycle lands)."""
-    from tasks.stream import generate_day
+    from ctcd.stream.scenario import generate_day
 
     cfg = _config(rows, n_jobs)
     src = root / "source"

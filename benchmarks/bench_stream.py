@@ -18,7 +18,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctcd.config import load_config
-from tasks import stream as st
+from ctcd.stream.generator import agrawal_frame
+from ctcd.stream.scenario import batch_bytes, day_seed, generate_day
 
 
 def river_frame(seed: int, n: int, function: int, perturbation: float) -> pd.DataFrame:
@@ -51,7 +52,7 @@ def main() -> None:
     print(f"{'case':<34} {'river rows/s':>13} {'vectorized rows/s':>18} {'speed-up':>9}  identical")
     for function, perturbation in [(0, 0.0), (9, 0.0), (2, 0.1)]:
         t_river, ref = best_of(1, lambda f=function, p=perturbation: river_frame(11, n, f, p))
-        t_ours, ours = best_of(args.repeats, lambda f=function, p=perturbation: st.agrawal_frame(11, n, f, p))
+        t_ours, ours = best_of(args.repeats, lambda f=function, p=perturbation: agrawal_frame(11, n, f, p))
         same = np.array_equal(ref.to_numpy(np.float64), ours.to_numpy(np.float64))
         print(
             f"{f'{n} rows, function {function}, noise {perturbation}':<34} {n / t_river:>13,.0f} "
@@ -62,12 +63,10 @@ def main() -> None:
     days, rows = cfg.stream.days, cfg.stream.rows_per_day
 
     def whole_stream() -> int:
-        return sum(len(st.batch_bytes(st.generate_day(cfg, day))[0]) for day in range(1, days + 1))
+        return sum(len(batch_bytes(generate_day(cfg, day))[0]) for day in range(1, days + 1))
 
     def river_stream() -> int:
-        return sum(
-            len(river_frame(st.day_seed(cfg.stream.seed, d), rows, 0, 0.0)) for d in range(1, days + 1)
-        )
+        return sum(len(river_frame(day_seed(cfg.stream.seed, d), rows, 0, 0.0)) for d in range(1, days + 1))
 
     t_stream, size = best_of(args.repeats, whole_stream)
     t_river_stream, _ = best_of(1, river_stream)

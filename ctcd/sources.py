@@ -1,6 +1,6 @@
 """Data sources: where batches come from (`dataset.source`), and pulling what is new into landing/.
 
-Kinds (the built-in `stream` is landed by `tasks.stream.land_due`, not here):
+Kinds (the built-in `stream` is landed by `ctcd.stream.landing.land_due`, not here):
 - `files`: `<batch_id>.parquet|csv` files in a directory or matching a glob, local or any fsspec URL;
 - `file`: one time-ordered file cut into batches (`split`: fixed row counts, or runs of a period column);
 - `sql`: a table or query through SQLAlchemy, one batch per value (or day, or month) of `batch_column`.

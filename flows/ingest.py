@@ -116,7 +116,7 @@ def land(cfg: CtcdConfig, ws: Workspace, through: str | None) -> list[str]:
         return pull(cfg, ws, through).landed
     if cfg.stream is None or through is None:
         return []
-    from tasks.stream import land_due
+    from ctcd.stream.landing import land_due
 
     return list(land_due(cfg, ws, _as_date(through)).features_landed)
 

@@ -41,7 +41,8 @@ import pandas as pd
 from ctcd.cadence import Timeline, parse
 from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.errors import ConfigError, WorkFailed
-from tasks import ct_steps, dataset, evaluation, model_gate, policy, stream, training
+from ctcd.stream.scenario import ID_BLOCK, describe_event, generate_day
+from tasks import ct_steps, dataset, evaluation, model_gate, policy, training
 from tasks.evaluation import GREATER_IS_BETTER, THRESHOLD, metric_value
 from tasks.model import Model, features_frame, positive_proba, target_vector
 
@@ -99,7 +100,7 @@ def _timeline(batches: list[ReplayBatch]) -> Timeline:
 
 def rejection(features: pd.DataFrame, events: list[ScenarioEvent], cfg: CtcdConfig) -> str | None:
     """Why the data gate rejects a batch: a scheduled corruption, missing feature columns or null features."""
-    corrupt = [stream.describe_event(ev) for ev in events if ev.kind == "corrupt_batch"]
+    corrupt = [describe_event(ev) for ev in events if ev.kind == "corrupt_batch"]
     if corrupt:
         return ", ".join(corrupt)
     missing = [c for c in cfg.dataset.features if c not in features.columns]
@@ -112,7 +113,7 @@ def rejection(features: pd.DataFrame, events: list[ScenarioEvent], cfg: CtcdConf
 
 
 def agrawal_scenario(cfg: CtcdConfig, days: int, rows_per_day: int) -> Scenario:
-    """The config's built-in Agrawal stream (`tasks.stream.generate_day`) for `days` days."""
+    """The config's built-in Agrawal stream (`ctcd.stream.scenario.generate_day`) for `days` days."""
     if cfg.stream is None:
         raise ConfigError("the built-in stream needs a `stream:` section in the config")
     cfg = cfg.model_copy(
@@ -120,7 +121,7 @@ def agrawal_scenario(cfg: CtcdConfig, days: int, rows_per_day: int) -> Scenario:
     )
     out = []
     for d in range(1, days + 1):
-        batch = stream.generate_day(cfg, d)
+        batch = generate_day(cfg, d)
         out.append(
             ReplayBatch(
                 d,
@@ -132,7 +133,7 @@ def agrawal_scenario(cfg: CtcdConfig, days: int, rows_per_day: int) -> Scenario:
             )
         )
     onsets = [
-        Onset(ev.day, ev.kind, stream.describe_event(ev))
+        Onset(ev.day, ev.kind, describe_event(ev))
         for ev in cfg.stream.events
         if ev.kind in DRIFT_KINDS and ev.day <= days
     ]
@@ -171,7 +172,7 @@ def sea_scenario(
         variant = schedule.get(d, variant)
         rows = list(synth.SEA(variant=variant, noise=noise, seed=_sea_seed(seed, d)).take(rows_per_day))
         when = start + timedelta(days=d - 1)
-        ids = np.int64(d) * stream.ID_BLOCK + np.arange(rows_per_day, dtype=np.int64)
+        ids = np.int64(d) * ID_BLOCK + np.arange(rows_per_day, dtype=np.int64)
         features = pd.DataFrame({ds.id_column: ids})
         if ds.timestamp_column:
             features[ds.timestamp_column] = pd.Timestamp(when, tz="UTC") + pd.to_timedelta(

@@ -26,9 +26,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctcd.config import load_config
+from ctcd.stream.scenario import generate_day
 from tasks import dataset, training
 from tasks.model import features_frame, positive_proba, target_vector
-from tasks.stream import generate_day
 
 CPU_PREDICT = """
 import pickle, sys

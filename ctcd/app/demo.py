@@ -145,7 +145,7 @@ def default_days(cfg: CtcdConfig) -> int:
 def _bootstrap_suite(cfg: CtcdConfig, raw: dict[str, Any], ws: Workspace) -> Path:
     """A suite made from day 1 of the stream at the demo's volume (the way `ctcd suite init` does)."""
     from ctcd.config import CtcdConfig as Config
-    from tasks.stream import generate_day
+    from ctcd.stream.scenario import generate_day
     from tasks.validation import bootstrap_suite, dump_suite
 
     demo_cfg = Config.model_validate({**raw, "source": cfg.source})
@@ -178,7 +178,7 @@ def send_traffic(cfg: CtcdConfig, ws: Workspace, url: str, batch_id: str, day: d
     import pandas as pd
 
     from ctcd.serving.deploy import api_headers, request_rows
-    from tasks.stream import stream_dir
+    from ctcd.stream.landing import stream_dir
 
     try:
         frame = pd.read_parquet(stream_dir(ws) / "features" / f"{batch_id}.parquet")
@@ -285,7 +285,7 @@ def run_demo(config: Path | None, ws: Workspace, options: DemoOptions, echo: Cal
     assert cfg.stream is not None
     started = time.perf_counter()
 
-    from tasks.stream import generate_stream
+    from ctcd.stream.landing import generate_stream
 
     entries = generate_stream(cfg, ws)
     echo(f"generated {len(entries)} days x {cfg.stream.rows_per_day} rows into {ws.root / 'stream'}")
@@ -376,7 +376,7 @@ def _replay(
         rec.seconds = time.perf_counter() - day_clock
         records.append(rec)
         echo(rec.line())
-    from tasks.stream import stream_dir
+    from ctcd.stream.landing import stream_dir
 
     for earlier in records:
         if earlier.live_accuracy is None:

@@ -13,9 +13,9 @@ import pytest
 
 from ctcd.batches import file_batch, read_batch, validated_batches
 from ctcd.config import CtcdConfig, ScenarioEvent
+from ctcd.stream.scenario import CORRUPTIONS, generate_day
 from ctcd.workspace import Workspace
 from flows.ingest import judge_batch_file, open_data_gate
-from tasks.stream import CORRUPTIONS, generate_day
 from tasks.validation import bootstrap_suite, dump_suite, judge
 
 
@@ -232,7 +232,7 @@ def test_cli_validate_batch_and_suite_commands(workspace: Workspace, default_con
 
     from ctcd.app.cli import app
     from ctcd.errors import BatchRejected
-    from tasks.stream import batch_bytes
+    from ctcd.stream.scenario import batch_bytes
 
     config = str(default_config.source)
     incoming = tmp_path / "incoming"

@@ -9,8 +9,8 @@ import pytest
 
 from ctcd.batches import quarantined_batches, validated_batches
 from ctcd.config import CtcdConfig
+from ctcd.stream.landing import generate_stream
 from ctcd.workspace import Workspace
-from tasks.stream import generate_stream
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 
 from ctcd.batches import quarantined_batches, validated_batches
 from ctcd.config import CtcdConfig, FilesSource, ScenarioEvent, SourceLabels, load_config
+from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
-from tasks.stream import generate_day
 from tests.integration.test_training_flow import write_config
 from tests.tasks.test_training import small_config
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from ctcd import registry
 from ctcd.batches import BatchRecord, sha256_of
 from ctcd.config import CtcdConfig
+from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
 from tasks.model import final_estimator
-from tasks.stream import generate_day
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration

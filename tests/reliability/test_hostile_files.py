@@ -23,8 +23,8 @@ import pytest
 from ctcd.batches import BatchRecord, find_batch, force_release, quarantined_batches, validated_batches
 from ctcd.config import CtcdConfig
 from ctcd.errors import UsageError
+from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
-from tasks.stream import generate_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -10,9 +10,9 @@ import pytest
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import WorkFailed
+from ctcd.stream.scenario import generate_day
 from tasks import dataset, evaluation, training
 from tasks.model import final_estimator
-from tasks.stream import generate_day
 
 
 def small_config(cfg: CtcdConfig, rows_per_day: int = 300, **training_overrides: object) -> CtcdConfig:

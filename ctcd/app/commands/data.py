@@ -13,8 +13,8 @@ from ctcd.app.commands import options
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
+    from ctcd.stream.landing import LandingReport
     from ctcd.workspace import Workspace
-    from tasks.stream import LandingReport
 
 data_app = typer.Typer(
     help=(
@@ -61,7 +61,8 @@ def generate(
 ) -> None:
     """Write the daily batches (features and delayed labels, Parquet) to $CTCD_HOME/stream."""
     from ctcd.config import StreamConfig
-    from tasks import stream as st
+    from ctcd.stream.landing import StreamEntry, generate_stream, land_due, stream_dir
+    from ctcd.stream.scenario import describe_event, stream_config
 
     cfg, ws = options.load(config)
     if _pulls_from_source(cfg):
@@ -71,34 +72,34 @@ def generate(
             f"dataset.source is a {cfg.dataset.source.kind} source: `ctcd data land` pulls its batches "
             "(`generate` writes the built-in stream)"
         )
-    base = st.stream_config(cfg)
+    base = stream_config(cfg)
     overrides = {k: v for k, v in {"rows_per_day": rows_per_day, "seed": seed}.items() if v is not None}
     if overrides:
         cfg = cfg.model_copy(
             update={"stream": StreamConfig.model_validate({**base.model_dump(), **overrides})}
         )
-    stream = st.stream_config(cfg)
+    stream = stream_config(cfg)
     n_days = days or stream.days
     typer.echo(
         f"generating {n_days} day(s) x {stream.rows_per_day} rows (Agrawal, seed {stream.seed}, "
-        f"function {stream.function}) into {st.stream_dir(ws)}"
+        f"function {stream.function}) into {stream_dir(ws)}"
     )
     target, positive = cfg.dataset.target, cfg.dataset.positive_label
 
-    def progress(entry: st.StreamEntry) -> None:
-        events = ", ".join(st.describe_event(ev) for ev in entry.events) or "-"
+    def progress(entry: StreamEntry) -> None:
+        events = ", ".join(describe_event(ev) for ev in entry.events) or "-"
         typer.echo(
             f"  {entry.batch_id}  day {entry.day:>3}  {entry.rows:>7} rows  "
             f"{target}={positive} {entry.positive_rate:6.1%}  function {entry.function}  {events}"
         )
 
-    entries = st.generate_stream(cfg, ws, days=n_days, on_batch=progress)
-    typer.echo(f"wrote {len(entries)} batch(es) and {st.stream_dir(ws) / 'manifest.json'}")
+    entries = generate_stream(cfg, ws, days=n_days, on_batch=progress)
+    typer.echo(f"wrote {len(entries)} batch(es) and {stream_dir(ws) / 'manifest.json'}")
     if land:
         from ctcd.batches import ingest_lock
 
         with ingest_lock(ws):
-            landing = st.land_due(cfg, ws, entries[-1].date)
+            landing = land_due(cfg, ws, entries[-1].date)
         _print_landing(landing, ws)
     else:
         typer.echo("nothing landed (--no-land): run `ctcd data land --through YYYY-MM-DD`")
@@ -121,7 +122,8 @@ def land(
     """Copy new batches (ids up to --through) into landing/, and the labels that have arrived."""
     from ctcd.batches import ingest_lock
     from ctcd.errors import UsageError
-    from tasks import stream as st
+    from ctcd.stream.landing import land_due, read_manifest, stream_dir
+    from ctcd.stream.scenario import stream_config
 
     cfg, ws = options.load(config)
     if _pulls_from_source(cfg):
@@ -141,13 +143,13 @@ def land(
         )
         return
     day = _parse_day(through) if through else None
-    st.stream_config(cfg)
-    manifest = st.read_manifest(ws)
+    stream_config(cfg)
+    manifest = read_manifest(ws)
     if manifest is None or not manifest.batches:
-        raise UsageError(f"no generated stream in {st.stream_dir(ws)}: run `ctcd data generate` first")
+        raise UsageError(f"no generated stream in {stream_dir(ws)}: run `ctcd data generate` first")
     today = day or manifest.batches[-1].date
     with ingest_lock(ws):
-        report = st.land_due(cfg, ws, today)
+        report = land_due(cfg, ws, today)
     for batch_id in report.features_landed:
         typer.echo(f"  landed features {batch_id}")
     for batch_id in report.labels_landed:
@@ -161,13 +163,13 @@ def status(
     config: Path | None = options.ConfigOption,
 ) -> None:
     """Show every batch and where it is: at the source (or stream), landing, validated or quarantine."""
-    from tasks import stream as st
+    from ctcd.stream.landing import stream_status
 
     cfg, ws = options.load(config)
     if (cfg.dataset.source is None and cfg.stream is None) or _pulls_from_source(cfg):
         _source_status(cfg, ws, as_json)
         return
-    report = st.stream_status(ws)
+    report = stream_status(ws)
     if as_json:
         typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
         return
