@@ -16,23 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ctcd.net import free_port  # noqa: E402
+from ctcd.net import free_port, http_ok  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def _healthy(url: str, text: str) -> bool:
-    try:
-        r = httpx.get(url, timeout=2)
-        return r.status_code == 200 and text in r.text
-    except httpx.HTTPError:
-        return False
 
 
 def peer(root: Path) -> float:
@@ -68,8 +59,8 @@ def peer(root: Path) -> float:
     ]  # fmt: skip
     try:
         while not (
-            _healthy(f"http://127.0.0.1:{pp}/api/health", "true")
-            and _healthy(f"http://127.0.0.1:{mp}/health", "OK")
+            http_ok(f"http://127.0.0.1:{pp}/api/health", "true")
+            and http_ok(f"http://127.0.0.1:{mp}/health", "OK")
         ):
             time.sleep(0.3)
         return time.monotonic() - start

@@ -6,6 +6,18 @@ import os
 from pathlib import Path
 
 
+def project_root() -> Path:
+    """The project root: the folder holding `flows/` and `tasks/` (and `deployments/`, `configs/`).
+
+    From a checkout it is the folder above the `ctcd` package; for an installed wheel (which ships only
+    `ctcd`) it is the working directory, where deployments and servers are started from.
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "flows").is_dir() and (checkout / "tasks").is_dir():
+        return checkout
+    return Path.cwd().resolve()
+
+
 def ctcd_home() -> Path:
     """The workspace root: `CTCD_HOME`, or `.ctcd/` in the working directory."""
     return Path(os.environ.get("CTCD_HOME") or ".ctcd").resolve()

@@ -20,6 +20,7 @@ import yaml
 
 from ctcd import settings
 from ctcd.errors import ConfigError, DependencyUnavailable, WorkFailed
+from ctcd.net import client_host
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 # The pool names prefect.yaml uses; they stand for the config's `orchestration.cpu_pool` / `gpu_pool`.
 FILE_CPU_POOL = "cpu-pool"
@@ -51,7 +51,7 @@ def project_dir(cfg: CtcdConfig) -> Path:
     """The directory holding `flows/` and `deployments/prefect.yaml` (entrypoints are relative to it)."""
     configured = cfg.orchestration.project_dir
     if configured is None:
-        return REPO_ROOT
+        return settings.project_root()
     if configured.is_absolute() or cfg.source is None:
         return configured.resolve()
     return (cfg.source.parent / configured).resolve()
@@ -60,11 +60,6 @@ def project_dir(cfg: CtcdConfig) -> Path:
 def prefect_file(cfg: CtcdConfig) -> Path:
     """The project's prefect.yaml."""
     return project_dir(cfg) / PREFECT_FILE
-
-
-def client_host(host: str) -> str:
-    """The address a client uses for a server bound to `host`."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def prefect_url(cfg: CtcdConfig) -> str:

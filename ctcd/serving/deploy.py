@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ctcd.serving.server import ServerHandle
     from ctcd.workspace import Workspace
 
-BENTOFILE = Path(__file__).resolve().parents[2] / "deployments" / "bentofile.yaml"
+BENTOFILE = Path("deployments") / "bentofile.yaml"  # in the project root (`settings.project_root()`)
 SMOKE_ROWS = 200
 SMOKE_TOLERANCE = 1e-6
 SWITCH_TIMEOUT = 120.0
@@ -120,7 +120,7 @@ def smoke_server(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef) -> Serv
     """A real server answering with `ref`: a new one pinned to it, or the kept standby reloaded to it.
 
     With `serving.keep_smoke_server` the standby (started by the first smoke test, recorded in
-    `run/smoke.pid`) stays up between deliveries; a standby that no longer answers is replaced.
+    `run/smoke.json`) stays up between deliveries; a standby that no longer answers is replaced.
     """
     from ctcd.net import free_port
     from ctcd.serving.server import SMOKE_PID_FILE, running_server, start_server, write_pid_file
@@ -223,7 +223,9 @@ def switch_live(cfg: CtcdConfig, url: str, version: str, timeout: float = SWITCH
 
 def build_bento(cfg: CtcdConfig, ws: Workspace, version: str) -> str:
     """Build the Bento from `deployments/bentofile.yaml` with `version` pinned; return its tag."""
-    from ctcd.serving.server import REPO_ROOT, server_environment
+    from ctcd.serving.server import server_environment
+
+    root = settings.project_root()
 
     cmd = [
         sys.executable,
@@ -231,16 +233,16 @@ def build_bento(cfg: CtcdConfig, ws: Workspace, version: str) -> str:
         "bentoml",
         "build",
         "-f",
-        str(BENTOFILE),
+        str(root / BENTOFILE),
         "--arg",
         f"version={version}",
         "--label",
         f"model_version={version}",
         "-o",
         "tag",
-        str(REPO_ROOT),
+        str(root),
     ]
-    done = subprocess.run(cmd, cwd=REPO_ROOT, env=server_environment(cfg, ws), capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=root, env=server_environment(cfg, ws), capture_output=True, text=True)
     tags = [line.split("__tag__:", 1)[1].strip() for line in done.stdout.splitlines() if "__tag__:" in line]
     if done.returncode != 0 or not tags:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

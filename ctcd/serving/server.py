@@ -2,8 +2,9 @@
 
 The server runs as its own process group, logs to `$CTCD_HOME/logs/serving-<port>.log`, and gets its
 config and workspace through `CTCD_CONFIG` / `CTCD_HOME`, `OMP_NUM_THREADS=1` (XGBoost threads would fight
-the server's), and BentoML's home inside the workspace. `stop()` sends SIGTERM first, so workers write
-their buffered predictions before they exit.
+the server's), and BentoML's home inside the workspace. `write_pid_file` records a detached one in a PID
+file (`ctcd.processes`); `stop()` sends SIGTERM first, so workers write their buffered predictions before
+they exit.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import psutil
 
-from ctcd import settings
+from ctcd import processes, settings
 from ctcd.errors import DependencyUnavailable
+from ctcd.net import client_host, http_ok
+from ctcd.processes import ProcessRecord
 from ctcd.workspace import log_tail
 
 if TYPE_CHECKING:
@@ -30,10 +32,12 @@ if TYPE_CHECKING:
     from ctcd.workspace import Workspace
 
 SERVICE_TARGET = "ctcd.serving.service:ChampionService"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 120.0
-PID_FILE = "serving.pid"
-SMOKE_PID_FILE = "smoke.pid"  # the standby smoke-test server (`serving.keep_smoke_server`)
+# The names of the PID files (`run/<name>.json`, `ctcd.processes`) of the servers deliveries start.
+PID_FILE = "serving"  # the live server
+SMOKE_PID_FILE = "smoke"  # the standby smoke-test server (`serving.keep_smoke_server`)
+# Start order of a recorded server: after the stack's services (ctcd.app.stack.ORDER), so stopped first.
+SERVER_ORDER = 50
 
 
 @dataclass
@@ -41,10 +45,17 @@ class ServerHandle:
     """A running `bentoml serve` process and where it answers."""
 
     url: str
-    pid: int
     port: int
-    log_path: Path
+    record: ProcessRecord
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.record.log)
 
     def alive(self) -> bool:
         """Whether the server process still runs."""
@@ -53,10 +64,7 @@ class ServerHandle:
         with contextlib.suppress(OSError):
             # Reap it when it is an exited child of this process: a zombie would look alive forever.
             os.waitpid(self.pid, os.WNOHANG)
-        try:
-            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return processes.is_alive(self.record)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT, probe: str = "/readyz") -> None:
         """Block until `probe` answers 200; raise DependencyUnavailable with the log's tail otherwise."""
@@ -67,9 +75,9 @@ class ServerHandle:
                     f"the prediction server on port {self.port} exited during startup; "
                     f"see {self.log_path}: {log_tail(self.log_path)}"
                 )
+            if http_ok(f"{self.url}{probe}"):
+                return
             try:
-                if httpx.get(f"{self.url}{probe}", timeout=2.0).status_code == 200:
-                    return
                 info = httpx.get(f"{self.url}/model", timeout=2.0).json()
             except (httpx.HTTPError, ValueError):
                 info = {}
@@ -83,22 +91,12 @@ class ServerHandle:
         )
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server gracefully (SIGTERM), then by force after `timeout` seconds."""
+        """Stop the server and its workers gracefully (SIGTERM), then by force after `timeout` seconds."""
         if not self.alive():
             return
-        _signal_group(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.alive():
-            time.sleep(0.1)
-        if self.alive():
-            _signal_group(self.pid, signal.SIGKILL)
+        processes.stop(self.record, timeout)
         if self.process is not None:
             self.process.wait(timeout=10)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def reload_channel(ws: Workspace, port: int) -> Path:
@@ -121,7 +119,7 @@ def serve_command(
         "--port",
         str(port),
         "--working-dir",
-        str(REPO_ROOT),
+        str(settings.project_root()),
         "--arg",
         f"port={port}",
     ]
@@ -173,28 +171,25 @@ def start_server(
     # A reload request left by an earlier server on this port must not steer the new one.
     reload_channel(ws, port).unlink(missing_ok=True)
     log_path = ws.logs / f"serving-{port}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            serve_command(host, port, version, log_predictions),
-            cwd=REPO_ROOT,
-            env=server_environment(cfg, ws),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    handle = ServerHandle(f"http://{_client_host(host)}:{port}", process.pid, port, log_path, process)
+    process = processes.spawn(
+        serve_command(host, port, version, log_predictions),
+        cwd=settings.project_root(),
+        env=server_environment(cfg, ws),
+        log=log_path,
+    )
+    url = f"http://{client_host(host)}:{port}"
+    probe = "/readyz" if require_model else "/healthz"
+    record = processes.record_of(
+        f"serving-{port}", process, log_path, url=url, health_url=f"{url}{probe}", port=port
+    )
+    handle = ServerHandle(url, port, record, process)
     if wait:
         try:
-            handle.wait_ready(timeout, "/readyz" if require_model else "/healthz")
+            handle.wait_ready(timeout, probe)
         except BaseException:
             handle.stop()
             raise
     return handle
-
-
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def run_foreground(cfg: CtcdConfig, ws: Workspace, port: int, host: str) -> int:
@@ -203,7 +198,9 @@ def run_foreground(cfg: CtcdConfig, ws: Workspace, port: int, host: str) -> int:
     if cfg.source is None:
         raise DependencyUnavailable("the config was not loaded from a file, so a server cannot load it")
     reload_channel(ws, port).unlink(missing_ok=True)
-    process = subprocess.Popen(serve_command(host, port), cwd=REPO_ROOT, env=server_environment(cfg, ws))
+    process = subprocess.Popen(
+        serve_command(host, port), cwd=settings.project_root(), env=server_environment(cfg, ws)
+    )
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: process.send_signal(signum))
     try:
         return process.wait()
@@ -216,30 +213,23 @@ def run_foreground(cfg: CtcdConfig, ws: Workspace, port: int, host: str) -> int:
 
 def live_server_url(cfg: CtcdConfig) -> str:
     """Where the configured live server answers."""
-    return f"http://{_client_host(cfg.serving.host)}:{cfg.serving.port}"
+    return f"http://{client_host(cfg.serving.host)}:{cfg.serving.port}"
 
 
 def is_serving(url: str) -> bool:
     """Whether a server answers `/readyz` with 200 at `url`."""
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return http_ok(f"{url}/readyz")
 
 
 def write_pid_file(ws: Workspace, handle: ServerHandle, name: str = PID_FILE) -> Path:
     """Record a detached server (the live one by default) so `running_server` (or `ctcd down`) finds it."""
-    path = ws.run / name
-    path.write_text(f"{handle.pid} {handle.port} {handle.url}\n", encoding="utf-8")
-    return path
+    return processes.write_record(ws, replace(handle.record, name=name, order=SERVER_ORDER))
 
 
 def running_server(ws: Workspace, name: str = PID_FILE) -> ServerHandle | None:
-    """The server recorded in the workspace's pid file `name` (the live one), if its process still runs."""
-    path = ws.run / name
-    try:
-        pid, port, url = path.read_text(encoding="utf-8").split()
-    except (OSError, ValueError):
+    """The server recorded in the workspace's PID file `name` (the live one), if its process still runs."""
+    record = processes.read_record(ws, name)
+    if record is None or record.url is None or record.port is None:
         return None
-    handle = ServerHandle(url, int(pid), int(port), ws.logs / f"serving-{port}.log")
+    handle = ServerHandle(record.url, record.port, record)
     return handle if handle.alive() else None

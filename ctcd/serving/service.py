@@ -14,13 +14,12 @@ Every prediction carries `request_id`, `probability`, `prediction` and `model_ve
 the prediction log (`ctcd.prediction_log`). The config and workspace come from `CTCD_CONFIG` / `CTCD_HOME`
 through `ctcd.settings`. Bento arguments (`--arg key=value`): `version` pins a model version (the smoke
 test of a candidate), `port` names this server's reload channel, `log_predictions=false` keeps test
-traffic out of the prediction log.
+traffic out of the prediction log. The request guard and the admin app around it: `ctcd.serving.asgi`.
 """
 
 from __future__ import annotations
 
 import gc
-import hmac
 import json
 import logging
 import os
@@ -30,12 +29,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from ctcd import registry, settings
@@ -44,6 +42,13 @@ from ctcd.errors import CtcdError
 from ctcd.features import model_input, model_input_columns
 from ctcd.prediction_log import PredictionLogWriter
 from ctcd.serving import request_timeout
+from ctcd.serving.asgi import (
+    BENTOML_REQUEST_LOGGER,
+    PREDICTION_PATHS,
+    OneLineValidationErrors,
+    RequestGuard,
+    admin_app,
+)
 from ctcd.serving.batcher import MicroBatcher
 from ctcd.serving.schema import (
     AS_OF_FIELD,
@@ -54,42 +59,14 @@ from ctcd.serving.schema import (
     unknown_categories,
 )
 from ctcd.serving.server import reload_channel
-from ctcd.workspace import Workspace
+from ctcd.workspace import Workspace, write_json_atomic
 
 logger = logging.getLogger("ctcd.serving")
-
-# The logger BentoML reports failed requests on (`bentoml._internal.server.http_app.log_exception`).
-BENTOML_REQUEST_LOGGER = "bentoml._internal.server.http_app"
-
-
-class OneLineValidationErrors(logging.Filter):
-    """Log a request refused for invalid input (400) as one warning line, not an error with a traceback.
-
-    BentoML logs each such request with its traceback and every failing field: one day of malformed
-    traffic in the demo (10 requests of 200 rows) added 1.4 MB to the server log.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, ValidationError):
-            return True
-        found = exc.errors(include_context=False, include_input=False)
-        first = found[0] if found else {}
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        record.msg = f"{record.getMessage()}: 400, {len(found)} validation error(s), first {where}: "
-        record.msg += str(first.get("msg", ""))
-        record.args = ()
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
 
 
 logging.getLogger(BENTOML_REQUEST_LOGGER).addFilter(OneLineValidationErrors())
 request_timeout.install()
 
-PREDICTION_PATHS = ("/predict", "/predict_batch")
-GUARD_HEADERS = frozenset({b"authorization", b"x-api-key", b"content-type", b"content-length"})
-ADMIN_PREFIX = "/admin/"
 WATCH_SECONDS = 0.5
 CHAMPION_RETRY_SECONDS = 5.0
 PROBE_ROWS = 32
@@ -171,113 +148,11 @@ def example_frame(schema: ServingSchema) -> Any:
     return pd.DataFrame([values], columns=list(schema.features))
 
 
-class RequestGuard:
-    """ASGI middleware: API key on prediction and admin paths, body size limit, JSON bodies only."""
-
-    def __init__(self, app: Any, api_key: str | None, max_bytes: int) -> None:
-        self.app = app
-        self.api_key = api_key
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path in PREDICTION_PATHS or path.startswith(ADMIN_PREFIX)):
-            await self.app(scope, receive, send)
-            return
-        headers = {
-            name.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope.get("headers", [])
-            if (name := k.lower()) in GUARD_HEADERS
-        }
-        if self.api_key is not None and not self._authorized(headers):
-            await _answer(send, 401, "missing or wrong API key: send it as 'Authorization: Bearer <key>'")
-            return
-        media = headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if media not in ("application/json", ""):
-            await _answer(send, 415, f"send the body as application/json, not {media}")
-            return
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _answer(send, 413, f"request body is larger than {self.max_bytes} bytes")
-                return
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one message (the usual): no copy
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    def _authorized(self, headers: dict[str, str]) -> bool:
-        given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return bool(given) and hmac.compare_digest(given.encode(), self.api_key.encode())  # type: ignore[union-attr]
-
-
-async def _answer(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _admin_app() -> Any:
-    """The small Starlette app for `/model` and `/admin/reload`, mounted passively at the root."""
-    import anyio.to_thread
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
-
-    async def model_info(_: Request) -> JSONResponse:
-        svc = bentoml.get_current_service()
-        return JSONResponse(svc.describe())
-
-    async def reload_model(request: Request) -> JSONResponse:
-        try:
-            payload = json.loads(await request.body() or b"{}")
-            version = payload.get("version") if isinstance(payload, dict) else None
-        except json.JSONDecodeError:
-            return JSONResponse({"error": 'send {"version": "<n>"} or {} for the champion'}, status_code=400)
-        svc = bentoml.get_current_service()
-        try:
-            result = await anyio.to_thread.run_sync(
-                svc.request_reload, None if version is None else str(version)
-            )
-        except CtcdError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=409)
-        return JSONResponse(result)
-
-    return Starlette(
-        routes=[
-            Route("/model", model_info, methods=["GET"]),
-            Route("/admin/reload", reload_model, methods=["POST"]),
-        ]
-    )
-
-
 RowList = Annotated[list[Row], Field(min_length=1, max_length=CFG.serving.max_batch_size)]  # type: ignore[valid-type]
 BulkRowList = Annotated[list[Row], Field(min_length=1, max_length=CFG.serving.max_request_rows)]  # type: ignore[valid-type]
 
 
-@bentoml.asgi_app(_admin_app(), path="/")
+@bentoml.asgi_app(admin_app(), path="/")
 @bentoml.service(
     name="ctcd",
     workers=CFG.serving.workers,
@@ -369,7 +244,7 @@ class ChampionService:
         target = version or registry.require_champion(CFG, WS).version
         previous = self._live.version if self._live else None
         if self._channel is not None:
-            _write_json(self._channel, {"version": target, "requested_at": time.time()})
+            write_json_atomic(self._channel, {"version": target, "requested_at": time.time()}, indent=None)
         self._apply(target)
         return {"version": target, "previous": previous, "worker_pid": os.getpid()}
 
@@ -516,12 +391,6 @@ def _warn_unknown(raw: Any) -> None:
 def _served_at(now: datetime, as_of: Any) -> datetime:
     # `as_of` (demo replay of simulated days) moves the date only; the server still stamps the time.
     return now if as_of is None else datetime.combine(as_of, now.timetz())
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 ChampionService.add_asgi_middleware(RequestGuard, api_key=API_KEY, max_bytes=CFG.serving.max_request_bytes)

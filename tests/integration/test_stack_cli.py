@@ -20,7 +20,8 @@ import httpx
 import psutil
 import pytest
 
-from ctcd.app import deployments, stack
+from ctcd import processes
+from ctcd.app import deployments, stack, stack_services
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
 from tests.integration.test_prefect_stack import make_standin_project, write_config
@@ -85,7 +86,7 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
     # A generous bound: the machine is shared (benchmarks/stack_startup.py measures the time itself).
     cfg = write_config(tmp_path, {"project_dir": str(project), "startup_timeout_seconds": 300})
     prefect, mlflow = deployments.prefect_url(cfg), deployments.mlflow_url(cfg)
-    external: stack.ServiceRecord | None = None
+    external: processes.ProcessRecord | None = None
     try:
         first = ctcd(workspace, cfg, "up", timeout=400)
         assert first.returncode == 0, first.stderr + first.stdout
@@ -139,8 +140,8 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
 # --- PID-file rules, with plain processes --------------------------------------------------------------
 
 
-def _record(ws: Workspace, name: str, pid: int, create_time: float) -> stack.ServiceRecord:
-    record = stack.ServiceRecord(
+def _record(ws: Workspace, name: str, pid: int, create_time: float) -> processes.ProcessRecord:
+    record = processes.ProcessRecord(
         name=name, pid=pid, create_time=create_time, order=10, command=["x"], log=str(ws.logs / f"{name}.log")
     )
     (ws.run / f"{name}.json").write_text(json.dumps(dataclasses.asdict(record)), encoding="utf-8")
@@ -185,7 +186,7 @@ def test_stopping_a_service_stops_the_processes_it_started_in_their_own_sessions
         "subprocess.Popen([sys.executable, '-c', child], start_new_session=True)\n"
         "time.sleep(120)\n"
     )
-    record = stack.start_process(
+    record = processes.start_process(
         workspace, "worker-x", [sys.executable, "-c", script], dict(os.environ), order=30, cwd=workspace.root
     )
     deadline = time.monotonic() + 30
@@ -224,10 +225,10 @@ def test_the_prefect_processes_get_the_configured_database_and_the_workspace(
     tmp_path: Path, workspace: Workspace
 ) -> None:
     url = "postgresql+asyncpg://ctcd:secret@db.internal:5432/prefect"
-    env = stack.prefect_env(write_config(tmp_path, {"prefect_database_url": url}), workspace)
+    env = stack_services.prefect_env(write_config(tmp_path, {"prefect_database_url": url}), workspace)
     assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == url
     assert env["PREFECT_HOME"] == str(workspace.prefect_home)
     assert env["PREFECT_UI_API_URL"] == env["PREFECT_API_URL"]
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    sqlite = stack.prefect_env(write_config(tmp_path, {}), workspace)
+    sqlite = stack_services.prefect_env(write_config(tmp_path, {}), workspace)
     assert sqlite.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") != url
