@@ -23,17 +23,6 @@ def ctcd_home() -> Path:
     return Path(os.environ.get("CTCD_HOME") or ".ctcd").resolve()
 
 
-def project_root() -> Path:
-    """The folder holding `flows/` and `tasks/`: the checkout this `ctcd` is imported from, else the cwd.
-
-    Only `ctcd` is packaged; `flows/` and `tasks/` stay folders of the repository, found from here.
-    """
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "flows").is_dir() and (checkout / "tasks").is_dir():
-        return checkout
-    return Path.cwd()
-
-
 def api_key(env_name: str) -> str | None:
     """The serving API key from the environment variable the config names (None: no key required)."""
     return os.environ.get(env_name) or None
