@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import BatchRejected, UsageError, WorkFailed
+from ctcd.records import ExpectationFailure, ValidationOutcome
 from ctcd.workspace import Workspace, file_lock
-from tasks.validation import ExpectationFailure, ValidationOutcome
 
 BATCH_SUFFIXES = (".parquet", ".csv")
 _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")

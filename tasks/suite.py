@@ -1,9 +1,8 @@
-"""The data contract as pure functions: bootstrap a suite from a trusted batch, judge GX results by severity.
+"""The data contract's suite, as pure functions: bootstrap it from trusted batches, dump it for review.
 
 A suite is the id-free JSON form of a Great Expectations 1.x `ExpectationSuite` (name, expectations with
 `type`, `kwargs`, `meta` and `severity`), stored under `configs/expectations/` and reviewed like code.
-GX treats `severity` as metadata only: `judge` turns a GX result (as a JSON dict) into the decision,
-rejecting a batch when a `critical` expectation failed and passing it with warnings otherwise.
+GX treats `severity` as metadata only: `tasks.validation.judge` turns a GX result into the decision.
 Nothing here imports great_expectations: these functions take DataFrames and dicts.
 """
 
@@ -11,17 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from ctcd.config import DataGateConfig, DatasetConfig
 from ctcd.errors import UsageError
-
-Severity = Literal["critical", "warning", "info"]
+from ctcd.records import Severity
 
 # pandas' nullable dtypes are named by class ("Int64Dtype"): the only spelling GX 1.24 resolves for them.
 INT_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "Int32Dtype", "Int64Dtype"]
@@ -30,66 +27,6 @@ NAIVE_DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "d
 # GX 1.24 cannot name a tz-aware dtype in a type list; `expect_column_values_to_be_of_type` with the
 # scalar type "Timestamp" matches tz-aware columns (and only them).
 TZ_AWARE_TYPE = "Timestamp"
-
-# Root causes first: a missing column or a changed type explains the failures that follow it.
-_PRIORITY = {
-    "expect_table_columns_to_match_set": 0,
-    "expect_table_row_count_to_be_between": 1,
-    "expect_column_values_to_be_in_type_list": 2,
-    "expect_column_values_to_be_of_type": 2,
-    "expect_column_values_to_not_be_null": 3,
-    "expect_column_values_to_be_unique": 4,
-    "expect_column_values_to_be_in_set": 5,
-    "expect_column_values_to_be_between": 6,
-}
-_REASON_FAILURES = 3  # failures named in the one-line reason
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExpectationFailure(_Record):
-    """One failed expectation, with the evidence a reader needs."""
-
-    expectation: str
-    column: str | None = None
-    severity: Severity = "critical"
-    unexpected_count: int | None = None
-    unexpected_percent: float | None = None
-    observed_value: Any = None
-    examples: list[Any] = Field(default_factory=list, description="a few unexpected values")
-    expected: dict[str, Any] = Field(default_factory=dict, description="the expectation's kwargs")
-    error: str | None = Field(default=None, description="why GX could not evaluate it, if it raised")
-
-    def summary(self) -> str:
-        """A short phrase, e.g. `age: 812 unexpected values (40.6%) [expect_column_values_to_be_between]`."""
-        where = self.column or "table"
-        if self.error:
-            what = f"could not be evaluated ({self.error})"
-        elif self.expectation == "expect_table_columns_to_match_set":
-            what = _column_set_difference(self.observed_value, self.expected.get("column_set") or [])
-        elif self.unexpected_count is not None:
-            pct = f" ({self.unexpected_percent:.1f}%)" if self.unexpected_percent is not None else ""
-            eg = f", e.g. {_short(self.examples[:3])}" if self.examples else ""
-            what = f"{self.unexpected_count} unexpected values{pct}{eg}"
-        else:
-            what = f"observed {_short(self.observed_value)}, expected {_expected_range(self.expected)}"
-        return f"{where}: {what} [{self.expectation}]"
-
-
-class ValidationOutcome(_Record):
-    """The data gate's decision for one batch, with the evidence (stored next to the batch)."""
-
-    batch_id: str
-    suite: str
-    accepted: bool
-    gx_success: bool | None = Field(description="GX's own verdict (fails on warnings too); None if unread")
-    reason: str = Field(description="one line: why the batch was rejected, or what it was warned about")
-    rows: int | None = None
-    evaluated: int = 0
-    failures: list[ExpectationFailure] = Field(default_factory=list, description="critical failures")
-    warnings: list[ExpectationFailure] = Field(default_factory=list, description="non-critical failures")
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -395,126 +332,3 @@ def _num(x: float) -> str:
 def _plain(v: Any) -> Any:
     """A JSON-friendly Python scalar (numpy ints become int, and so on)."""
     return v.item() if isinstance(v, np.generic) else v
-
-
-# --------------------------------------------------------------------------- judging results
-
-
-def judge(result: dict[str, Any], batch_id: str, rows: int | None = None) -> ValidationOutcome:
-    """Decide on a batch from a GX suite validation result (its JSON dict): critical failures reject it."""
-    failures: list[ExpectationFailure] = []
-    for item in result.get("results", []):
-        if item.get("success"):
-            continue
-        failures.append(_failure(item))
-    failures.sort(key=lambda f: (_PRIORITY.get(f.expectation, 9), f.column or ""))
-    critical = [f for f in failures if f.severity == "critical"]
-    warnings = [f for f in failures if f.severity != "critical"]
-    accepted = not critical
-    return ValidationOutcome(
-        batch_id=batch_id,
-        suite=str(result.get("suite_name") or ""),
-        accepted=accepted,
-        gx_success=bool(result.get("success")),
-        reason=_reason(critical, warnings),
-        rows=rows,
-        evaluated=int(result.get("statistics", {}).get("evaluated_expectations") or 0),
-        failures=critical,
-        warnings=warnings,
-    )
-
-
-def unreadable(batch_id: str, suite: str, why: str) -> ValidationOutcome:
-    """The decision for a file that could not be read as a table: rejected, with the read error as reason."""
-    return ValidationOutcome(
-        batch_id=batch_id,
-        suite=suite,
-        accepted=False,
-        gx_success=None,
-        reason=f"rejected: unreadable: {why}",
-    )
-
-
-def failure_lines(batch_id: str, failures: Iterable[ExpectationFailure]) -> list[str]:
-    """One line per failed expectation: severity, column, expectation, unexpected count/percent, observed."""
-    lines = []
-    for f in failures:
-        count = "-" if f.unexpected_count is None else str(f.unexpected_count)
-        pct = "" if f.unexpected_percent is None else f" ({f.unexpected_percent:.2f}%)"
-        observed = f.error or _short(f.observed_value if f.observed_value is not None else f.examples[:3])
-        lines.append(
-            f"{batch_id}  {f.severity:<8} {f.column or '(table)':<16} {f.expectation}  "
-            f"unexpected={count}{pct}  observed={observed}"
-        )
-    return lines
-
-
-def _failure(item: dict[str, Any]) -> ExpectationFailure:
-    config = item.get("expectation_config") or {}
-    kwargs = dict(config.get("kwargs") or {})
-    res = item.get("result") or {}
-    exc = item.get("exception_info") or {}
-    error = None
-    # A missing column makes GX raise per metric; the info is then keyed by metric id.
-    infos = [exc] if "raised_exception" in exc else [v for v in exc.values() if isinstance(v, dict)]
-    for info in infos:
-        if info.get("raised_exception"):
-            error = (str(info.get("exception_message") or "exception").strip().splitlines() or [""])[0][:160]
-            break
-    severity = str(config.get("severity") or "critical")
-    return ExpectationFailure(
-        expectation=str(config.get("type") or "unknown"),
-        column=kwargs.get("column"),
-        severity=severity if severity in ("critical", "warning", "info") else "critical",
-        unexpected_count=res.get("unexpected_count"),
-        unexpected_percent=res.get("unexpected_percent"),
-        observed_value=_clip(res.get("observed_value")),
-        examples=list(res.get("partial_unexpected_list") or [])[:5],
-        expected={k: _clip(v) for k, v in kwargs.items() if k not in ("column", "batch_id")},
-        error=error,
-    )
-
-
-def _reason(critical: list[ExpectationFailure], warnings: list[ExpectationFailure]) -> str:
-    if critical:
-        named = "; ".join(f.summary() for f in critical[:_REASON_FAILURES])
-        more = f" (+{len(critical) - _REASON_FAILURES} more)" if len(critical) > _REASON_FAILURES else ""
-        return f"rejected: {len(critical)} critical expectation(s) failed: {named}{more}"
-    if warnings:
-        named = "; ".join(f.summary() for f in warnings[:_REASON_FAILURES])
-        more = f" (+{len(warnings) - _REASON_FAILURES} more)" if len(warnings) > _REASON_FAILURES else ""
-        return f"accepted with {len(warnings)} warning(s): {named}{more}"
-    return "accepted: every expectation passed"
-
-
-def _column_set_difference(observed: Any, expected: Iterable[str]) -> str:
-    seen = set(observed or [])
-    want = set(expected)
-    parts = []
-    if want - seen:
-        parts.append(f"missing columns {sorted(want - seen)}")
-    if seen - want:
-        parts.append(f"unexpected columns {sorted(seen - want)}")
-    return ", ".join(parts) or f"columns {sorted(seen)}"
-
-
-def _expected_range(kwargs: dict[str, Any]) -> str:
-    if "min_value" in kwargs or "max_value" in kwargs:
-        return f"[{_short(kwargs.get('min_value'))}, {_short(kwargs.get('max_value'))}]"
-    if "type_list" in kwargs:
-        return f"one of {_short(kwargs['type_list'])}"
-    if "type_" in kwargs:
-        return str(kwargs["type_"])
-    return _short(kwargs)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = f"{value:.6g}" if isinstance(value, float) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _clip(value: Any, limit: int = 50) -> Any:
-    """Long lists (column sets, value sets) stay readable in records: keep the first `limit` items."""
-    if isinstance(value, list) and len(value) > limit:
-        return [*value[:limit], f"... {len(value) - limit} more"]
-    return value
