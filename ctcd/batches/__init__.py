@@ -16,6 +16,7 @@ from ctcd.batches.catalog import (
 from ctcd.batches.reading import (
     BATCH_SUFFIXES,
     MIN_COLUMN_LIMIT,
+    PARTIAL_SUFFIXES,
     BatchUnreadable,
     batch_id_of,
     column_limit,
@@ -31,6 +32,7 @@ __all__ = [
     "BATCH_SUFFIXES",
     "INGEST_LOCK_TIMEOUT",
     "MIN_COLUMN_LIMIT",
+    "PARTIAL_SUFFIXES",
     "BatchRecord",
     "BatchUnreadable",
     "Release",

@@ -21,7 +21,7 @@ from ctcd.errors import BatchRejected, UsageError, WorkFailed
 from ctcd.workspace import Workspace
 
 BATCH_SUFFIXES = (".parquet", ".csv")
-_PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
 # A batch may carry this many columns more than the dataset declares (ids, stamps, extras the suite
 # rejects by name) before it is refused unread.
 MIN_COLUMN_LIMIT = 1000
@@ -47,7 +47,7 @@ def is_landed_file(path: Path) -> bool:
     return (
         (path.is_symlink() or path.is_file())
         and not path.name.startswith(".")
-        and not path.name.endswith(_PARTIAL_SUFFIXES)
+        and not path.name.endswith(PARTIAL_SUFFIXES)
     )
 
 

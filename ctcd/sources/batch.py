@@ -10,11 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from ctcd.batches import BATCH_SUFFIXES
+from ctcd.batches import BATCH_SUFFIXES, PARTIAL_SUFFIXES
 from ctcd.errors import ConfigError
 from ctcd.workspace import write_atomic
 
-PARTIAL = (".tmp", ".part", ".partial", ".crdownload")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+=-]*$")
 
 
@@ -30,7 +29,7 @@ class Batch:
 
 def check_id(batch_id: str, where: str) -> str:
     """A batch id usable as a file name, or a one-line ConfigError naming where it came from."""
-    if not _SAFE_ID.match(batch_id) or batch_id.endswith(BATCH_SUFFIXES + PARTIAL + (".json",)):
+    if not _SAFE_ID.match(batch_id) or batch_id.endswith(BATCH_SUFFIXES + PARTIAL_SUFFIXES + (".json",)):
         raise ConfigError(
             f"{where}: {batch_id!r} cannot be a batch id (letters, digits and _ . : + = - only, "
             "not starting with '.' or '-')"

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ctcd.batches import BATCH_SUFFIXES
+from ctcd.batches import BATCH_SUFFIXES, PARTIAL_SUFFIXES
 from ctcd.config import CtcdConfig, FileSource, FilesSource
 from ctcd.errors import ConfigError, WorkFailed
-from ctcd.sources.batch import PARTIAL, Batch, check_id
+from ctcd.sources.batch import Batch, check_id
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -40,7 +40,7 @@ def _is_batch_file(path: str) -> bool:
     name = PurePosixPath(path).name
     return (
         not name.startswith(".")
-        and not name.endswith(PARTIAL)
+        and not name.endswith(PARTIAL_SUFFIXES)
         and PurePosixPath(name).suffix.lower() in BATCH_SUFFIXES
     )
 
