@@ -84,5 +84,6 @@ def _expected_range(kwargs: dict[str, Any]) -> str:
 
 
 def short_text(value: Any, limit: int = 60) -> str:
+    """A value as short text for one-line messages: floats to 6 significant digits, long text cut."""
     text = f"{value:.6g}" if isinstance(value, float) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

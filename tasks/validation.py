@@ -13,6 +13,7 @@ from typing import Any
 
 from ctcd.records import ExpectationFailure, ValidationOutcome, short_text
 
+# The records are re-exported: callers that judge a batch read its outcome from here too.
 __all__ = ["ExpectationFailure", "ValidationOutcome", "failure_lines", "judge", "unreadable"]
 
 # Root causes first: a missing column or a changed type explains the failures that follow it.
