@@ -12,6 +12,7 @@ file. Records that cannot be written as Parquet are set aside as JSON lines,
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctcd.columns import LOG_COLUMNS
+from ctcd.workspace import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,32 +145,29 @@ def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -
     for column in frame.columns:
         if frame[column].dtype == object and column not in ("request_id", "model_version"):
             frame[column] = _one_type(frame[column])
-    # All or nothing: every part is converted and written under its temporary name before any is renamed,
-    # so a failure leaves no part behind and the caller can retry the same records without duplicates.
+    # All or nothing: every part is converted and serialised before any is written, and a part that
+    # cannot be written takes back the ones before it, so a failure leaves no part behind and the caller
+    # can retry the same records without duplicates.
     # The UTC day of each row as numpy days: a fraction of the cost of formatting every timestamp.
     days = np.datetime_as_string(served.dt.tz_localize(None).to_numpy().astype("datetime64[D]"))
     tables = [
         (day, pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False))
         for day, part in frame.groupby(days, sort=True)
     ]
-    written: list[tuple[Path, Path]] = []
+    parts: list[tuple[Path, bytes]] = []
+    for day, table in tables:
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        name = f"part-{time.time_ns()}-{os.getpid()}.parquet"
+        parts.append((directory / f"{PARTITION_PREFIX}{day}" / name, sink.getvalue()))
+    done: list[Path] = []
     try:
-        for day, table in tables:
-            folder = directory / f"{PARTITION_PREFIX}{day}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{time.time_ns()}-{os.getpid()}.parquet"
-            tmp = folder / f".{name}.tmp"
-            written.append((tmp, folder / name))
-            with tmp.open("wb") as f:
-                pq.write_table(table, f)
-                f.flush()
-                os.fsync(f.fileno())
+        for path, data in parts:
+            done.append(write_atomic(path, data, durable=True))
     except BaseException:
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
+        for path in done:  # all or nothing: take back the parts already renamed in
+            path.unlink(missing_ok=True)
         raise
-    for tmp, final in written:
-        os.replace(tmp, final)
     return len(frame)
 
 
@@ -217,16 +216,9 @@ def _rows(chunk: pd.DataFrame | dict[str, Any]) -> list[dict[str, Any]]:
 
 def _write_failed(directory: Path, rows: list[dict[str, Any]]) -> Path:
     folder = directory / f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"part-{time.time_ns()}-{os.getpid()}{FAILED_SUFFIX}"
-    tmp = folder / f".{path.name}.tmp"
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=_json_value) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    lines = "".join(json.dumps(row, default=_json_value) + "\n" for row in rows)
+    return write_atomic(path, lines, durable=True)
 
 
 def _json_value(value: Any) -> Any:

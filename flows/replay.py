@@ -221,7 +221,7 @@ def source_scenario(cfg: CtcdConfig, limit: int | None = None) -> Scenario:
         if ds.target in frame.columns:
             labels = frame[[ds.id_column, ds.target]].dropna()
         elif labels_cfg is not None:
-            labels = sources._source_labels(cfg, labels_cfg, b.batch_id, frame[ds.id_column])
+            labels = sources.source_labels(cfg, labels_cfg, b.batch_id, frame[ds.id_column])
         else:
             raise WorkFailed(f"batch {b.batch_id} of dataset.source has no target column {ds.target!r}")
         features = frame.drop(columns=[ds.target], errors="ignore")

@@ -146,7 +146,7 @@ def _bootstrap_suite(cfg: CtcdConfig, raw: dict[str, Any], ws: Workspace) -> Pat
     """A suite made from day 1 of the stream at the demo's volume (the way `ctcd suite init` does)."""
     from ctcd.config import CtcdConfig as Config
     from ctcd.stream.scenario import generate_day
-    from tasks.validation import bootstrap_suite, dump_suite
+    from tasks.suite import bootstrap_suite, dump_suite
 
     demo_cfg = Config.model_validate({**raw, "source": cfg.source})
     first = generate_day(demo_cfg, 1).features

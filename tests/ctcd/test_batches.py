@@ -22,8 +22,8 @@ from ctcd.batches import (
 )
 from ctcd.config import CtcdConfig
 from ctcd.errors import UsageError, WorkFailed
+from ctcd.records import ExpectationFailure, ValidationOutcome
 from ctcd.workspace import Workspace
-from tasks.validation import ExpectationFailure, ValidationOutcome
 
 
 def _frame(n: int = 20) -> pd.DataFrame:

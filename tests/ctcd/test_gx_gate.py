@@ -16,7 +16,8 @@ from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.stream.scenario import CORRUPTIONS, generate_day
 from ctcd.workspace import Workspace
 from flows.ingest import judge_batch_file, open_data_gate
-from tasks.validation import bootstrap_suite, dump_suite, judge
+from tasks.suite import bootstrap_suite, dump_suite
+from tasks.validation import judge
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,23 @@ def test_a_failed_flush_never_writes_a_record_twice(default_config, workspace):
     assert not list(workspace.predictions.rglob("*.tmp"))
 
 
+def test_a_flush_whose_second_day_cannot_be_written_takes_back_the_first(default_config, workspace):
+    # A file where the 2026-01-09 partition folder belongs: the day-09 part cannot be written after the
+    # day-08 part of the same flush was; the flush must leave no part behind, so the retry chunk by chunk
+    # logs each record once.
+    blocker = workspace.predictions / "date=2026-01-09"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
+    writer.append(_records(default_config, "2026-01-08", 2))
+    writer.append(_records(default_config, "2026-01-09", 1, start=2))
+    assert writer.flush() == 2
+    writer.close()
+    blocker.unlink()
+    assert read_predictions(workspace)["request_id"].tolist() == ["r0", "r1"]
+    assert [row["request_id"] for row in _failed_rows(workspace)] == ["r2"]
+
+
 def test_ids_beyond_int64_are_kept_as_text(default_config, workspace):
     writer = PredictionLogWriter(workspace.predictions, flush_rows=10_000, flush_seconds=3600)
     writer.append(_records(default_config, "2026-01-08", 2, ids=[2**64, 5]))

@@ -155,7 +155,7 @@ def test_sqlite_source_batches_by_day_with_a_labels_table(
 ):
     import sqlalchemy as sa
 
-    monkeypatch.setattr(sources, "SQL_CHUNK", 3)  # a day's 4 stamps and 4 ids take two queries each
+    monkeypatch.setattr(sources.sql, "SQL_CHUNK", 3)  # a day's 4 stamps and 4 ids take two queries each
 
     db = tmp_path / "shop.db"
     engine = sa.create_engine(f"sqlite:///{db}")

@@ -199,7 +199,7 @@ def test_a_date_or_a_time_names_the_batch_it_falls_in(workspace, reference):
 
 def test_batches_named_otherwise_take_their_time_from_the_timestamp_column(workspace):
     from ctcd.batches import file_batch, sha256_of
-    from tasks.validation import ValidationOutcome
+    from ctcd.records import ValidationOutcome
 
     cfg = CFG.model_copy(update={"dataset": CFG.dataset.model_copy(update={"timestamp_column": "at"})})
     workspace.ensure()

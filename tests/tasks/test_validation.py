@@ -10,7 +10,8 @@ import pytest
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import UsageError
-from tasks.validation import bootstrap_suite, dump_suite, failure_lines, judge, unreadable
+from tasks.suite import bootstrap_suite, dump_suite
+from tasks.validation import failure_lines, judge, unreadable
 
 
 @pytest.fixture

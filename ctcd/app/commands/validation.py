@@ -80,7 +80,7 @@ def suite_init(
     from ctcd.batches import batch_id_of, read_batch
     from ctcd.errors import UsageError
     from ctcd.gx_gate import check_suite
-    from tasks.validation import bootstrap_suite, dump_suite
+    from tasks.suite import bootstrap_suite, dump_suite
 
     cfg, _ = load(config)
     paths = reference_paths(references)

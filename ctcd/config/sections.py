@@ -1,140 +1,20 @@
-"""Typed configuration: one YAML file loaded once into `CtcdConfig`, validated at load time.
-
-Nothing in ctcd assumes the default dataset's column names: every column name comes from `dataset`.
-Relative paths inside the file are resolved against the file's own directory.
-"""
+"""The sections of a ctcd config: the dataset, the built-in stream, model and training, the gates, the
+drift policy, serving, tracking and orchestration. Each one is a strict, frozen pydantic model."""
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ctcd import columns
-from ctcd.errors import ConfigError
-
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from ctcd.config.base import Strict
+from ctcd.config.sources import Source
 
 
-class SourceLabels(_Strict):
-    """Where a source's labels come from; they arrive `dataset.label_delay_batches` batches later.
-
-    No `path`, `table` or `query`: the batch's own target column (stripped from the landed features).
-    `path`: label files (Parquet or CSV, `dataset.id_column` + `dataset.target`): a file named
-    `<batch_id>.parquet|csv` holds that batch's labels, other files are matched to batches by id.
-    `table` or `query`: the same two columns from the `sql` source's database.
-    """
-
-    path: str | None = None
-    table: str | None = None
-    query: str | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> SourceLabels:
-        if sum(v is not None for v in (self.path, self.table, self.query)) > 1:
-            raise ValueError("give at most one of path, table or query")
-        return self
-
-    @property
-    def from_batch(self) -> bool:
-        """Whether the labels are the target column of the batches themselves."""
-        return self.path is None and self.table is None and self.query is None
-
-
-class _ReadOptions(_Strict):
-    sep: str = Field(default=",", min_length=1, description="CSV field separator")
-    encoding: str = Field(default="utf-8", description="CSV text encoding")
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options, e.g. {client_kwargs: {endpoint_url: ...}} for S3"
-    )
-    labels: SourceLabels | None = Field(
-        default=None, description="null: labels are dropped into $CTCD_HOME/labels/ by hand"
-    )
-
-
-class StreamSource(_Strict):
-    """The built-in generated stream (the `stream` section): today's behaviour, landed by date."""
-
-    kind: Literal["stream"]
-
-
-class FilesSource(_ReadOptions):
-    """Batch files `<batch_id>.parquet|csv` (id = file stem) in a directory or matching a glob; local
-    paths or any fsspec URL (s3://, gs://, memory://, file://)."""
-
-    kind: Literal["files"]
-    path: str
-
-
-class SplitConfig(_Strict):
-    """How one time-ordered file is cut into batches: `rows` per batch, or runs of a period `column`.
-
-    `kind: month_name` (values like may, jun): each run of equal values is a batch whose id is the
-    ISO month (YYYY-MM) with that name after the previous batch's, the first being `start`.
-    `kind: value`: each run's value is its batch id (a value may not come back after another one).
-    """
-
-    rows: int | None = Field(default=None, ge=1)
-    column: str | None = None
-    kind: Literal["month_name", "value"] = "value"
-    start: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")
-
-    @model_validator(mode="after")
-    def _one_way(self) -> SplitConfig:
-        if (self.rows is None) == (self.column is None):
-            raise ValueError("give exactly one of rows or column")
-        if self.column is not None and self.kind == "month_name" and self.start is None:
-            raise ValueError("a month_name split needs start: the first batch's month, YYYY-MM")
-        return self
-
-
-class FileSource(_ReadOptions):
-    """One time-ordered Parquet or CSV file (local or fsspec URL) cut into batches by `split`."""
-
-    kind: Literal["file"]
-    path: str
-    split: SplitConfig
-    id_from_row_number: bool = Field(
-        default=False, description="generate dataset.id_column as the row's number in the file (0-based)"
-    )
-
-
-class SqlSource(_Strict):
-    """A table or query in any SQLAlchemy database; a batch is one value (or day/month) of batch_column."""
-
-    kind: Literal["sql"]
-    url: str = Field(
-        description="SQLAlchemy URL, e.g. sqlite:///shop.db (next to this file) or postgresql+psycopg://..."
-    )
-    table: str | None = None
-    query: str | None = None
-    batch_column: str
-    period: Literal["value", "day", "month"] = Field(
-        default="value", description="value: each distinct value is a batch; day/month: its date or month"
-    )
-    labels: SourceLabels | None = None
-
-    @model_validator(mode="after")
-    def _table_or_query(self) -> SqlSource:
-        if (self.table is None) == (self.query is None):
-            raise ValueError("give exactly one of table or query")
-        if self.labels is not None and self.labels.path is not None:
-            raise ValueError("labels of a sql source come from its batches, a table or a query, not a path")
-        return self
-
-
-Source = Annotated[StreamSource | FilesSource | FileSource | SqlSource, Field(discriminator="kind")]
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(Strict):
     """What the data looks like and where it lands."""
 
     name: str = Field(
@@ -206,7 +86,7 @@ Corruption = Literal[
 ]
 
 
-class ScenarioEvent(_Strict):
+class ScenarioEvent(Strict):
     """One thing that happens to the built-in stream from `day` to `until_day` (inclusive, 1-based).
 
     Without `until_day`, shifts and concept drift last to the end of the stream and a corruption hits one day.
@@ -241,7 +121,7 @@ class ScenarioEvent(_Strict):
         return self
 
 
-class StreamConfig(_Strict):
+class StreamConfig(Strict):
     """The built-in drifting data stream (Agrawal loan applications) used by the embedded default."""
 
     generator: Literal["agrawal"] = "agrawal"
@@ -254,7 +134,7 @@ class StreamConfig(_Strict):
     events: list[ScenarioEvent] = Field(default_factory=list)
 
 
-class SearchConfig(_Strict):
+class SearchConfig(Strict):
     """A small, budgeted random search over XGBoost hyper-parameters."""
 
     budget: int = Field(default=4, ge=1, description="number of candidates tried")
@@ -269,7 +149,7 @@ class SearchConfig(_Strict):
         return v
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """What is trained and the registered model's name."""
 
     flavor: Literal["xgboost", "sklearn"] = "xgboost"
@@ -280,7 +160,7 @@ class ModelConfig(_Strict):
     registered_name: str | None = None
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     """Which data a training run uses, and where it runs."""
 
     window_batches: int = Field(default=7, ge=1, description="latest labelled batches trained on")
@@ -297,7 +177,7 @@ class TrainingConfig(_Strict):
     )
 
 
-class ModelGateConfig(_Strict):
+class ModelGateConfig(Strict):
     """TFX-style blessing thresholds: absolute floors and allowed regression against the champion."""
 
     primary_metric: Literal["roc_auc", "accuracy", "f1", "log_loss", "brier"] = "roc_auc"
@@ -317,7 +197,7 @@ class ModelGateConfig(_Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
 
-class DataGateConfig(_Strict):
+class DataGateConfig(Strict):
     """Where the Great Expectations suite lives (JSON, id-free, reviewed like code), and how it is built."""
 
     suite: Path
@@ -374,12 +254,12 @@ class DataGateConfig(_Strict):
     csv_encoding: str = Field(default="utf-8", description="encoding of CSV batches")
 
 
-class GatesConfig(_Strict):
+class GatesConfig(Strict):
     data: DataGateConfig
     model: ModelGateConfig = ModelGateConfig()
 
 
-class DriftPolicyConfig(_Strict):
+class DriftPolicyConfig(Strict):
     """Turns monitoring signals into one decision: retrain, alert or none."""
 
     feature_drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features")
@@ -418,7 +298,7 @@ class DriftPolicyConfig(_Strict):
     )
 
 
-class ServingConfig(_Strict):
+class ServingConfig(Strict):
     """The BentoML service for the champion."""
 
     host: str = "127.0.0.1"
@@ -446,7 +326,7 @@ class ServingConfig(_Strict):
     )
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(Strict):
     """MLflow: the embedded SQLite store by default, a server when `tracking_uri` is set."""
 
     tracking_uri: str | None = None
@@ -458,7 +338,7 @@ class TrackingConfig(_Strict):
     )
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(Strict):
     cron: str | None = None
     interval_seconds: int | None = Field(default=None, ge=10)
 
@@ -469,7 +349,7 @@ class ScheduleConfig(_Strict):
         return self
 
 
-class OrchestrationConfig(_Strict):
+class OrchestrationConfig(Strict):
     """Prefect schedules and work pools, and the local stack `ctcd up` starts."""
 
     cpu_pool: str = "cpu-pool"
@@ -491,145 +371,3 @@ class OrchestrationConfig(_Strict):
     dask_address: str | None = Field(
         default=None, description="a Dask scheduler (tcp://host:8786) for scale-out training; null: local"
     )
-
-
-class CtcdConfig(_Strict):
-    """The whole configuration of one ctcd project (one dataset)."""
-
-    dataset: DatasetConfig
-    stream: StreamConfig | None = None
-    model: ModelConfig = ModelConfig()
-    training: TrainingConfig = TrainingConfig()
-    gates: GatesConfig
-    drift: DriftPolicyConfig = DriftPolicyConfig()
-    serving: ServingConfig = ServingConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    orchestration: OrchestrationConfig = OrchestrationConfig()
-    source: Path | None = Field(default=None, exclude=True, description="the file this was loaded from")
-
-    @model_validator(mode="after")
-    def _source_fits(self) -> CtcdConfig:
-        src = self.dataset.source
-        if src is None:
-            return self
-        if src.kind == "stream" and self.stream is None:
-            raise ValueError("dataset.source kind stream needs the `stream` section")
-        labels = getattr(src, "labels", None)
-        if src.kind in ("files", "file") and labels is not None and (labels.table or labels.query):
-            raise ValueError(f"labels of a {src.kind} source come from its batches or a path, not SQL")
-        if src.kind == "sql" and src.batch_column == self.dataset.target:
-            raise ValueError("dataset.source.batch_column cannot be the target")
-        return self
-
-    @property
-    def registered_model_name(self) -> str:
-        return self.model.registered_name or self.dataset.name
-
-    @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or self.dataset.name
-
-
-# Windows count batches (ctcd/cadence.py), not days: the old keys fail with their new name.
-RENAMED_KEYS = {
-    ("dataset", "label_delay_days"): "label_delay_batches",
-    ("training", "window_days"): "window_batches",
-    ("drift", "window_days"): "window_batches",
-    ("drift", "cooldown_days"): "cooldown_batches",
-    ("drift", "covariate_persistence_days"): "covariate_persistence_batches",
-}
-
-
-def _renamed_key(path: Path, raw: dict) -> str | None:
-    for (section, old), new in RENAMED_KEYS.items():
-        if isinstance(raw.get(section), dict) and old in raw[section]:
-            return (
-                f"{path}: {section}.{old} is now {section}.{new}: windows count batches "
-                "(for daily batches the same number)"
-            )
-    return None
-
-
-def _format_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        what = "unknown key"
-    elif first["type"] == "missing":
-        what = "required key is missing"
-    else:
-        got = first.get("input")
-        what = first["msg"] + (f" (got {got!r})" if not isinstance(got, dict | list) else "")
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{path}: {key}: {what}{more}"
-
-
-def load_config(path: Path | str | None = None) -> CtcdConfig:
-    """Load and validate a config file; raise ConfigError with file, key and problem in one line."""
-    from ctcd import settings
-
-    cfg_path = Path(path) if path else (settings.config_path() or DEFAULT_CONFIG)
-    if not cfg_path.is_file():
-        raise ConfigError(f"{cfg_path}: config file not found")
-    try:
-        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
-    renamed = _renamed_key(cfg_path, raw)
-    if renamed:
-        raise ConfigError(renamed)
-    base = cfg_path.resolve().parent
-    suite = raw.get("gates", {}).get("data", {}).get("suite") if isinstance(raw.get("gates"), dict) else None
-    try:
-        cfg = CtcdConfig.model_validate({**raw, "source": cfg_path.resolve()})
-    except ValidationError as exc:
-        raise ConfigError(_format_error(cfg_path, exc)) from exc
-    cfg = _resolve_source_paths(cfg, base)
-    if suite is not None:
-        suite_path = Path(suite) if Path(suite).is_absolute() else base / suite
-        cfg = cfg.model_copy(
-            update={
-                "gates": cfg.gates.model_copy(
-                    update={"data": cfg.gates.data.model_copy(update={"suite": suite_path})}
-                )
-            }
-        )
-    return cfg
-
-
-def _local_path(value: str, base: Path) -> str:
-    """A relative local path made absolute against the config's folder; URLs and absolute paths as given."""
-    if "://" in value or Path(value).is_absolute():
-        return value
-    return os.path.normpath(base / value)  # normpath, not resolve: a glob's `*` must stay as written
-
-
-def _sqlite_url(url: str, base: Path) -> str:
-    """A SQLite URL with a relative database path made absolute against the config's folder."""
-    if not url.startswith("sqlite"):
-        return url
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    db = parsed.database
-    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
-        return url
-    return parsed.set(database=os.path.normpath(base / db)).render_as_string(hide_password=False)
-
-
-def _resolve_source_paths(cfg: CtcdConfig, base: Path) -> CtcdConfig:
-    src = cfg.dataset.source
-    if src is None or src.kind == "stream":
-        return cfg
-    if src.kind == "sql":
-        update: dict[str, Any] = {"url": _sqlite_url(src.url, base)}
-        return cfg.model_copy(
-            update={"dataset": cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})}
-        )
-    update = {"path": _local_path(src.path, base)}
-    if src.labels is not None and src.labels.path is not None:
-        update["labels"] = src.labels.model_copy(update={"path": _local_path(src.labels.path, base)})
-    dataset = cfg.dataset.model_copy(update={"source": src.model_copy(update=update)})
-    return cfg.model_copy(update={"dataset": dataset})
