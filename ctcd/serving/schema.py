@@ -9,18 +9,24 @@ a critical `expect_column_values_to_be_in_set` the known categories (even with `
 another one gets `serving.unknown_category`). Ranges that tolerate misses (`mostly` < 1) or only warn
 (`severity: warning`) do not reject requests. Without a suite, types only. A row may also carry the
 dataset's target, timestamp and `other_columns` (a copy of a data file's row): accepted and ignored.
+
+What is accepted is what the published OpenAPI schema allows, nothing more (no lax coercion): numbers are
+JSON numbers (not text, not booleans), ids JSON integers or text, `as_of` a day as YYYY-MM-DD text (never
+a Unix time); a known int-coded category may come as its number or its text ("3"), both listed in `enum`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from ctcd.errors import ConfigError
 
@@ -33,10 +39,24 @@ AS_OF_FIELD = "as_of"
 RESPONSE_FIELDS = ("request_id", "probability", "prediction", "model_version")
 # What the prediction log can store (ctcd/prediction_log.py): ids as int64 or text, and days whose
 # timestamps fit pandas' nanosecond range (1677-09-21 to 2262-04-11 23:47, so the last whole day is the 10th).
-ROW_ID = str | Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None
+# Strict: a JSON boolean or 1.0 is not an integer id (OpenAPI 3.0's JSON Schema says so too).
+ROW_ID = str | Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)] | None
 FIRST_AS_OF = date(1678, 1, 1)
 LAST_AS_OF = date(2262, 4, 10)
-AS_OF = (
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _day_text(value: Any) -> Any:
+    """`as_of` as the schema says (`format: date`): YYYY-MM-DD text only. pydantic alone would also read
+    numbers and numeric text as Unix times (0 and "0" as 1970-01-01) and datetimes with a zero time."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, str) and ISO_DAY.fullmatch(value):
+        return value
+    raise ValueError("as_of must be a day as text, YYYY-MM-DD (or null)")
+
+
+AS_OF = Annotated[
     Annotated[
         date,
         Field(
@@ -49,8 +69,9 @@ AS_OF = (
             },
         ),
     ]
-    | None
-)
+    | None,
+    BeforeValidator(_day_text),
+]
 
 
 @dataclass(frozen=True)
@@ -131,20 +152,55 @@ COPIED = str | int | float | bool | None
 
 
 def _known_category(column: str, allowed: tuple[Any, ...]) -> Any:
-    """A category field that refuses values outside `allowed`, naming the column and the value."""
+    """A category field that refuses values outside `allowed`, naming the column and the value.
+
+    The model reads a category as text (`ctcd.features.category_text`), so an int-coded one may come as
+    its number or its text (3, 3.0 or "3"); the published `enum` lists both forms and nothing else passes.
+    """
     from ctcd.features import category_text
 
-    known = {category_text(v) for v in allowed}
+    texts, numbers = _category_forms(allowed)
+    known_numbers = {float(n) for n in numbers}
     listed = ", ".join(repr(v) for v in allowed[:10]) + (", ..." if len(allowed) > 10 else "")
 
     def check(value: Any) -> Any:
-        if category_text(value) not in known:
-            raise ValueError(
-                f"unknown category {category_text(value)!r} for {column}; the data contract allows {listed}"
-            )
+        if value in known_numbers if isinstance(value, float) else value in texts:
+            return value
+        raise ValueError(
+            f"unknown category {category_text(value)!r} for {column}; the data contract allows {listed}"
+        )
+
+    enum = [*numbers, *texts]
+    return Annotated[CATEGORY, AfterValidator(check), Field(json_schema_extra={"enum": enum})]
+
+
+def _category_forms(allowed: tuple[Any, ...]) -> tuple[dict[str, None], list[int | float]]:
+    """The known categories as text (in order) and the numbers whose text is one of them."""
+    from ctcd.features import category_text
+
+    texts = dict.fromkeys(t for t in map(category_text, allowed) if isinstance(t, str))
+    numbers: list[int | float] = []
+    for text in texts:
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(number) and category_text(number) == text:
+            numbers.append(int(number) if number.is_integer() else number)
+    return texts, numbers
+
+
+def _known_number(column: str, allowed: tuple[Any, ...]) -> Any:
+    """A numerical field limited to the data contract's set (as numbers: no booleans, no text)."""
+    numbers = [v for v in allowed if isinstance(v, int | float) and not isinstance(v, bool)]
+    known = set(numbers)
+
+    def check(value: float) -> float:
+        if value not in known:
+            raise ValueError(f"{value!r} for {column} is not in the data contract's set {numbers[:10]}")
         return value
 
-    return Annotated[CATEGORY, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+    return Annotated[FINITE, AfterValidator(check), Field(json_schema_extra={"enum": numbers})]
 
 
 def _feature_type(
@@ -155,7 +211,7 @@ def _feature_type(
             return _known_category(column, rule.allowed)
         return CATEGORY
     if rule is not None and rule.allowed:
-        return Literal[tuple(rule.allowed)]  # type: ignore[valid-type]
+        return _known_number(column, rule.allowed)
     bounds: dict[str, float] = {}
     if rule is not None and rule.min_value is not None:
         bounds["ge"] = rule.min_value

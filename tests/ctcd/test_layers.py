@@ -22,7 +22,7 @@ PROBES = {
 EXPECTED = [
     "- ctcd.new_core_module -> ctcd.app.cli (l.2)",
     "- ctcd.new_core_module -> flows.training (l.1)",
-    "- ctcd.new_core_module -> tasks.stream (l.3)",
+    "- ctcd.new_core_module -> tasks.policy (l.3)",
     "- tasks.new_step -> flows.ingest (l.1)",
     "- tasks.new_step -> ctcd.app.demo (l.2)",
     "- flows.new_flow -> ctcd.app.stack (l.1)",

@@ -199,3 +199,54 @@ def test_the_shipped_suites_refuse_an_unknown_category_at_serving(config, column
     row_model.model_validate({**row, column: known})
     with pytest.raises(ValidationError, match=f"unknown category '{unknown}' for {column}"):
         row_model.model_validate({**row, column: unknown})
+
+
+# Values of every JSON type, and the look-alikes lax parsing would coerce: numbers as text, booleans as
+# numbers, 1.0 as an integer, Unix times and datetimes as days.
+PROBES = [
+    *(0, 1, 1.0, 2.5, -1, 50, 1e30, 2**63, True, False, None, [], {}, [1], {"a": 1}),
+    *("", "0", "1", "01", " 1", "1.0", "2.5", "red", " red", "RED", "yes", "2026-01-08", " 2026-01-08"),
+    *("2026-01-08T00:00:00", "2026-01-08T00:00:00Z", "20260108", "2026-1-8", "2026-02-30", "86400"),
+]
+
+
+def test_the_row_model_accepts_exactly_what_its_published_schema_allows(default_config):
+    """Every field, probed with each value in turn in an otherwise valid row: pydantic and the published
+    JSON Schema (read as OpenAPI 3.0 reads it: draft 4, `format: date` checked) agree on every one."""
+    import jsonschema
+
+    cfg = default_config
+    ds = cfg.dataset
+    (num, in_set, *_), (codes, colors, *_) = ds.numerical_features, ds.categorical_features
+    rules = {
+        num: ColumnRule(min_value=0.0, max_value=100.0),
+        in_set: ColumnRule(allowed=(1, 2.5)),
+        codes: ColumnRule(allowed=(1, 2, 3)),
+        colors: ColumnRule(allowed=("red", "green")),
+    }
+    row_model = build_schema(cfg, rules).row
+    published = jsonschema.Draft4Validator(
+        row_model.model_json_schema(), format_checker=jsonschema.FormatChecker()
+    )
+    valid = _row(cfg, **{in_set: 1, codes: 1, colors: "red"})
+    assert published.is_valid(valid) and row_model.model_validate_json(json.dumps(valid))
+    disagreements = []
+    for field in [*row_model.model_fields]:
+        for value in PROBES:
+            row = {**valid, field: value}
+            try:
+                row_model.model_validate_json(json.dumps(row))
+                served = True
+            except ValidationError:
+                served = False
+            if served != published.is_valid(row):
+                disagreements.append(f"{field}={value!r}: {'accepted' if served else 'refused'}")
+    assert not disagreements, disagreements
+
+
+@pytest.mark.parametrize("as_of", [0, "0", 86400, "2026-01-08T00:00:00", "20260108", True])
+def test_as_of_is_a_day_as_text_never_a_unix_time(default_config, as_of):
+    """Regression: lax parsing read `"as_of": 0` as 1970-01-01 and logged the prediction there."""
+    row_model = build_schema(default_config, rules={}).row
+    with pytest.raises(ValidationError, match="as_of must be a day as text, YYYY-MM-DD"):
+        row_model.model_validate_json(json.dumps(_row(default_config, as_of=as_of)))
