@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 PROBES = {
-    "ctcd/new_core_module.py": "import flows.training\nfrom ctcd.app import cli\nfrom tasks import stream\n",
+    "ctcd/new_core_module.py": "import flows.training\nfrom ctcd.app import cli\nfrom tasks import policy\n",
     "tasks/new_step.py": "from flows import ingest\nimport ctcd.app.demo\n",
     "flows/new_flow.py": "from ctcd.app.stack import *\n",
 }
