@@ -1,7 +1,7 @@
 """The CT loop's decisions as plain functions with typed records: one library for the flows and the replay.
 
 `flows/training.py` and `flows/monitoring.py` call these steps and add orchestration (Prefect tasks,
-caching, retries), tracking (MLflow) and serving around them; `flows/replay.py` (`ctcd backtest`) calls the
+caching, retries), tracking (MLflow) and serving around them; `tasks/replay.py` (`ctcd backtest`) calls the
 same steps with a simulated clock and an in-memory registry. A change to how ctcd windows, trains, gates or
 decides is made here once and is what both run.
 
