@@ -215,7 +215,7 @@ def replay(
         if new is not None:
             champion = new
             run.champions[new.version] = new
-        return record.served == "candidate" if record.reference_kind == "champion" else new is not None
+        return new is not None
 
     for day in scenario.days:
         today = day.day

@@ -119,7 +119,14 @@ def train_and_gate(
     )
     metric = ct_steps.gate_metric(cfg, triggering or [])
     decision = ct_steps.gate(
-        cfg, split, evaluated, champion_proba, version, champion.version if champion else None, metric
+        cfg,
+        split,
+        evaluated,
+        champion_proba,
+        version,
+        champion.version if champion else None,
+        metric,
+        ct_steps.competes_with_baseline(window_start),
     )
     served = ct_steps.served_model(decision)
     t2 = time.perf_counter()
@@ -129,7 +136,9 @@ def train_and_gate(
     cand = safe_metric(metric, y, evaluated.proba)
     ref = safe_metric(metric, y, reference_proba)
     sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
-    served_value = cand if served == "candidate" else ref
+    served_value = {"candidate": cand, "baseline": safe_metric(metric, y, evaluated.baseline_proba)}.get(
+        served or "", ref
+    )
     seconds = (t2 - t1) + (fitted.cost.wall_seconds if reused else t1 - t0)
     record = TrainingRecord(
         day=today,

@@ -61,9 +61,11 @@ def test_the_training_flow_steps_reach_the_replays_gate_verdicts(scenario: Scena
             else positive_proba(champion.model, features_frame(split.test, cfg.dataset))
         )
         ref = ModelRef(cfg.registered_model_name, t.version, "run")
-        metric = ct_steps.gate_metric(cfg, t.triggering)  # what the flow derives from its drift trigger
+        # what the flow derives from its drift trigger and window start
+        metric = ct_steps.gate_metric(cfg, t.triggering)
+        competes = ct_steps.competes_with_baseline(t.window_start)
         decision = training_flow.gate.fn(
-            cfg, split, evaluated, proba, ref, champion.version if champion else None, metric
+            cfg, split, evaluated, proba, ref, champion.version if champion else None, metric, competes
         )
         assert t.decision is not None
         assert (decision.passed, decision.chosen, decision.reference_kind) == (
