@@ -8,9 +8,8 @@ rows regresses beyond `slice_max_regression`. The decision keeps every number be
 
 Before there is a champion something must serve: `choose_first` picks the better (on the primary metric)
 of the candidate and the baseline among those that clear every floor, and `no_first_model` says in one line
-what to change when neither does. On a window restarted at a drift's onset (few rows of the new concept)
-the baseline competes too: `choose_contender` serves it instead of the candidate when it passes the same gate
-against the champion and scores better on the holdout (a simple model learns more from few rows).
+what to change when neither does. On a window restarted at a drift's onset the baseline competes too
+(`choose_contender`): served instead of the candidate when it passes the same gate and scores better.
 """
 
 from __future__ import annotations
@@ -117,13 +116,10 @@ class GateDecision(BaseModel):
         line = head if self.passed else f"{head}; " + "; ".join(self.reasons)
         if self.reference_kind == "baseline" and not self.passed and self.chosen:
             line += f"; first model: the {self.chosen} is served (the better one that clears the floors)"
-        rival = self.baseline_decision
-        if self.reference_kind == "champion" and self.chosen == "baseline" and rival is not None:
-            r = rival.bootstrap
-            line += (
-                f"; the baseline is served instead (restarted window): {r.metric} {r.candidate:.4f} vs "
-                f"{r.reference:.4f}, PASSED"
-            )
+        if self.reference_kind == "champion" and self.chosen == "baseline" and self.baseline_decision:
+            r = self.baseline_decision.bootstrap
+            line += f"; the baseline is served instead (restarted window): {r.metric} {r.candidate:.4f} vs "
+            line += f"{r.reference:.4f}, PASSED"
         return line
 
 
