@@ -1,6 +1,6 @@
 """CT effectiveness: `ctcd backtest` on the three histories, with the same (default) policy and gate.
 
-The replay is `flows/replay.py` on the CT steps the flows run (`tasks/ct_steps.py`); each history runs
+The replay is `tasks/replay.py` on the CT steps the flows run (`tasks/ct_steps.py`); each history runs
 never, weekly, daily, ctcd and the fixed schedules every 1..8 batches (the frontier) and prints the
 PASS/FAIL targets. Histories: the default Agrawal stream (configs/default.yaml), river's SEA
 (benchmarks/configs/sea.yaml) and the UCI bank-marketing months (configs/examples/bank-marketing.yaml,

@@ -305,10 +305,14 @@ def gate(
     candidate: registry.ModelRef,
     champion_version: str | None,
     metric: str | None = None,
+    baseline_competes: bool = False,
 ) -> model_gate.GateDecision:
     """The blessing of the candidate against the champion (or, for the first model, the first-model rule
-    against the baseline), on `metric` (default: the primary metric)."""
-    return ct_steps.gate(cfg, split, evaluated, champion_proba, candidate.version, champion_version, metric)
+    against the baseline), on `metric` (default: the primary metric); `baseline_competes` on a restarted
+    window (`ct_steps.gate`)."""
+    return ct_steps.gate(
+        cfg, split, evaluated, champion_proba, candidate.version, champion_version, metric, baseline_competes
+    )
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
@@ -412,7 +416,16 @@ def training_flow(
 
     champion, champion_proba = score_champion(cfg, ws, split)
     # Nothing serves yet: the better of candidate and baseline that clears the floors becomes v1.
-    decision = gate(cfg, split, evaluated, champion_proba, candidate, champion.version if champion else None)
+    decision = gate(
+        cfg,
+        split,
+        evaluated,
+        champion_proba,
+        candidate,
+        champion.version if champion else None,
+        ct_steps.gate_metric(cfg, (trigger or {}).get("signals") or []),
+        ct_steps.competes_with_baseline(window_start),
+    )
     record_decision(cfg, ws, candidate, decision)
     logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
@@ -427,11 +440,7 @@ def training_flow(
         record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
         chosen = baseline_ref
     blessed = ct_steps.served_model(decision) is not None
-    why = (
-        f"gate passed, {decision.summary()}"
-        if decision.passed
-        else f"first model ({decision.chosen}, clears the floors), {decision.summary()}"
-    )
+    why = ct_steps.served_note(decision)
     promoted = blessed and promote(
         cfg,
         ws,

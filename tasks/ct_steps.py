@@ -1,7 +1,7 @@
 """The CT loop's decisions as plain functions with typed records: one library for the flows and the replay.
 
 `flows/training.py` and `flows/monitoring.py` call these steps and add orchestration (Prefect tasks,
-caching, retries), tracking (MLflow) and serving around them; `flows/replay.py` (`ctcd backtest`) calls the
+caching, retries), tracking (MLflow) and serving around them; `tasks/replay.py` (`ctcd backtest`) calls the
 same steps with a simulated clock and an in-memory registry. A change to how ctcd windows, trains, gates or
 decides is made here once and is what both run.
 
@@ -126,11 +126,17 @@ def gate(
     candidate_version: str | None = None,
     champion_version: str | None = None,
     metric: str | None = None,
+    baseline_competes: bool = False,
 ) -> model_gate.GateDecision:
     """The model gate: the candidate against the champion's probabilities on the same holdout; with no
     champion (`champion_proba` None), against the baseline, with the first-model rule (`chosen`: the
     better of candidate and baseline that clears the floors, None when neither does). `metric`: judge on
-    this metric instead of the primary one (`gate_metric`); the floors stay as configured."""
+    this metric instead of the primary one (`gate_metric`); the floors stay as configured.
+
+    `baseline_competes` (on a window restarted at a drift's onset, `competes_with_baseline`): the baseline
+    is judged against the champion by the same gate and served instead of the candidate when it passes
+    and scores better (`model_gate.choose_contender`, `chosen` "baseline"). A restarted window holds only
+    the rows since the onset, where a simple model often learns the new concept better than the search's."""
     if metric is not None and metric != cfg.gates.model.primary_metric:
         judged = cfg.gates.model.model_copy(update={"primary_metric": metric})
         cfg = cfg.model_copy(update={"gates": cfg.gates.model_copy(update={"model": judged})})
@@ -146,7 +152,7 @@ def gate(
             None,
         )
         return model_gate.choose_first(decision)
-    return model_gate.decide_on_holdout(
+    decision = model_gate.decide_on_holdout(
         cfg,
         split.test,
         evaluated.proba,
@@ -156,13 +162,43 @@ def gate(
         candidate_version,
         champion_version,
     )
+    if not baseline_competes:
+        return decision
+    rival = model_gate.decide_on_holdout(
+        cfg,
+        split.test,
+        evaluated.baseline_proba,
+        champion_proba,
+        evaluated.baseline_report,
+        "champion",
+        None,
+        champion_version,
+    )
+    return model_gate.choose_contender(decision, rival)
+
+
+def competes_with_baseline(window_start: str | None) -> bool:
+    """Whether the baseline competes with the candidate at the gate: on a window restarted at an onset."""
+    return window_start is not None
 
 
 def served_model(decision: model_gate.GateDecision) -> str | None:
-    """Which model the decision puts in service: "candidate", "baseline" (first model only) or None."""
+    """Which model the decision puts in service: "candidate", "baseline" (the first model, or the baseline
+    that won on a restarted window) or None."""
+    if decision.chosen == "baseline":
+        return "baseline"
     if decision.passed:
         return "candidate"
     return decision.chosen if decision.reference_kind == "baseline" else None
+
+
+def served_note(decision: model_gate.GateDecision) -> str:
+    """Why the decision serves what it serves, in one line (the promotion's reason)."""
+    if decision.reference_kind == "champion" and decision.chosen == "baseline":
+        return f"the baseline won on the restarted window, {decision.summary()}"
+    if decision.passed:
+        return f"gate passed, {decision.summary()}"
+    return f"first model ({decision.chosen}, clears the floors), {decision.summary()}"
 
 
 # --------------------------------------------------------------------------- monitoring

@@ -213,12 +213,19 @@ def batch_accuracy(labelled: pd.DataFrame, dataset: DatasetConfig) -> list[Batch
     ]
 
 
-def latest_batches(labelled: pd.DataFrame, batches: int) -> pd.DataFrame:
-    """The labelled rows of the latest `batches` batches that have labels."""
+def latest_batches(labelled: pd.DataFrame, batches: int, min_rows: int = 0) -> pd.DataFrame:
+    """The labelled rows of the latest `batches` batches that have labels, reaching further back (within
+    what `labelled` holds) while those hold fewer than `min_rows` rows: a signal on small batches is
+    judged on enough of the latest labels rather than not at all."""
     if labelled.empty:
         return labelled
-    kept = cadence.ordered(labelled[BATCH].astype(str).unique())[-batches:]
-    return labelled[labelled[BATCH].astype(str).isin(kept)]
+    keys = labelled[BATCH].astype(str)
+    ordered = cadence.ordered(keys.unique())
+    sizes = keys.value_counts()
+    first = max(0, len(ordered) - batches)
+    while first > 0 and int(sizes[ordered[first:]].sum()) < min_rows:
+        first -= 1
+    return labelled[keys.isin(ordered[first:])]
 
 
 def estimate_onset(scores: list[BatchScore], floor: float) -> str | None:
@@ -239,7 +246,7 @@ def performance(
 
     scores = batch_accuracy(labelled, dataset)
     base = {k: float(v) for k, v in baseline.items() if isinstance(v, int | float)}
-    recent = latest_batches(labelled, drift.window_batches)
+    recent = latest_batches(labelled, drift.window_batches, drift.min_labelled_rows)
     rows = len(recent)
     common = {"labelled_rows": rows, "baseline": base, "threshold": drift.accuracy_drop, "batches": scores}
     if rows < drift.min_labelled_rows:
@@ -288,7 +295,7 @@ def compute_signals(
         labelled = labelled[labelled[MODEL_VERSION].astype(str) == model_version]
     else:
         current_model = current
-    recent = latest_batches(labelled, drift.window_batches)
+    recent = latest_batches(labelled, drift.window_batches, drift.min_labelled_rows)
     return MonitoringSignals(
         window_start=window[0],
         window_end=window[1],

@@ -8,7 +8,8 @@ rows regresses beyond `slice_max_regression`. The decision keeps every number be
 
 Before there is a champion something must serve: `choose_first` picks the better (on the primary metric)
 of the candidate and the baseline among those that clear every floor, and `no_first_model` says in one line
-what to change when neither does.
+what to change when neither does. On a window restarted at a drift's onset the baseline competes too
+(`choose_contender`): served instead of the candidate when it passes the same gate and scores better.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class GateDecision(BaseModel):
     neither the candidate nor the baseline clears the floors."""
     reference_checks: list[Check] = []
     """With no champion: the floors applied to the baseline."""
+    baseline_decision: GateDecision | None = None
+    """With a champion and a restarted window: the baseline judged by the same gate (`choose_contender`);
+    `chosen` is "baseline" when it is served instead of the candidate."""
 
     @property
     def reasons(self) -> list[str]:
@@ -112,6 +116,10 @@ class GateDecision(BaseModel):
         line = head if self.passed else f"{head}; " + "; ".join(self.reasons)
         if self.reference_kind == "baseline" and not self.passed and self.chosen:
             line += f"; first model: the {self.chosen} is served (the better one that clears the floors)"
+        if self.reference_kind == "champion" and self.chosen == "baseline" and self.baseline_decision:
+            r = self.baseline_decision.bootstrap
+            line += f"; the baseline is served instead (restarted window): {r.metric} {r.candidate:.4f} vs "
+            line += f"{r.reference:.4f}, PASSED"
         return line
 
 
@@ -369,6 +377,18 @@ def choose_first(decision: GateDecision) -> GateDecision:
     return decision.model_copy(update={"chosen": chosen, "reference_checks": base_checks})
 
 
+def choose_contender(decision: GateDecision, rival: GateDecision) -> GateDecision:
+    """With a champion: `decision` (the candidate's) with the baseline's own decision against the same
+    champion attached, and `chosen` "baseline" when the baseline passed and the candidate did not, or it
+    scored better on the gate's metric. The candidate's verdict (`passed`) stays its own."""
+    if decision.reference_kind != "champion" or rival.reference_kind != "champion":
+        raise ValueError("choose_contender compares two decisions against the same champion")
+    metric = decision.bootstrap.metric
+    better = _signed(metric, rival.bootstrap.candidate) > _signed(metric, decision.bootstrap.candidate)
+    chosen: Chosen | None = "baseline" if rival.passed and (not decision.passed or better) else None
+    return decision.model_copy(update={"chosen": chosen, "baseline_decision": rival})
+
+
 def no_first_model(decision: GateDecision) -> str:
     """One line for the state where nothing can serve: the floors, both models' numbers, what to change."""
     floors = decision.thresholds.floors
@@ -388,7 +408,10 @@ def no_first_model(decision: GateDecision) -> str:
 
 
 def baseline_tags(decision: GateDecision) -> dict[str, str]:
-    """`decision_tags` for a baseline served as the first model: its own numbers, judged by its floors."""
+    """`decision_tags` for a served baseline: as the first model, its own numbers judged by its floors; on a
+    restarted window, its own decision against the champion (`choose_contender`)."""
+    if decision.baseline_decision is not None:
+        return {**decision_tags(decision.baseline_decision), "ctcd.gate.chosen": "baseline"}
     b = decision.bootstrap
     return {
         **decision_tags(decision),

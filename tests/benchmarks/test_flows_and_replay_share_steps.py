@@ -14,12 +14,14 @@ import pytest
 
 import flows.monitoring as monitoring_flow
 import flows.training as training_flow
+from ctcd.app.backtest import apply_overrides
 from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.registry import ModelRef
-from flows.backtest import apply_overrides
-from flows.replay import FitCache, PolicyRun, Scenario, agrawal_scenario, replay, training_window
 from tasks import ct_steps, training
 from tasks.model import features_frame, positive_proba
+from tasks.replay import PolicyRun, replay
+from tasks.replay_history import Scenario, agrawal_scenario
+from tasks.replay_registry import FitCache, training_window
 
 WARMUP = 3
 DRIFT = 6
@@ -41,13 +43,6 @@ def run(scenario: Scenario) -> PolicyRun:
     return replay(scenario, "ctcd", WARMUP, FitCache(), DEVICE)
 
 
-def test_the_flows_are_wired_to_the_shared_steps() -> None:
-    assert monitoring_flow.windows is ct_steps.windows
-    assert monitoring_flow.with_batches is ct_steps.with_batches
-    assert monitoring_flow.policy_decision is ct_steps.policy_decision
-    assert monitoring_flow.window_signals is ct_steps.signals
-
-
 def test_the_training_flow_steps_reach_the_replays_gate_verdicts(scenario: Scenario, run: PolicyRun) -> None:
     cfg = scenario.cfg
     assert len(run.trainings) >= 2, "the drift should have caused a retraining"
@@ -66,9 +61,11 @@ def test_the_training_flow_steps_reach_the_replays_gate_verdicts(scenario: Scena
             else positive_proba(champion.model, features_frame(split.test, cfg.dataset))
         )
         ref = ModelRef(cfg.registered_model_name, t.version, "run")
-        metric = ct_steps.gate_metric(cfg, t.triggering)  # what the flow derives from its drift trigger
+        # what the flow derives from its drift trigger and window start
+        metric = ct_steps.gate_metric(cfg, t.triggering)
+        competes = ct_steps.competes_with_baseline(t.window_start)
         decision = training_flow.gate.fn(
-            cfg, split, evaluated, proba, ref, champion.version if champion else None, metric
+            cfg, split, evaluated, proba, ref, champion.version if champion else None, metric, competes
         )
         assert t.decision is not None
         assert (decision.passed, decision.chosen, decision.reference_kind) == (
@@ -88,7 +85,7 @@ def test_the_monitoring_flow_steps_fire_and_decide_as_the_replay(scenario: Scena
     assert judged and any(m.action == "retrain" for m in judged)
     for m in judged:
         batch = scenario.days[m.day - 1].batch_id
-        window = monitoring_flow.windows(cfg, timeline, batch)
+        window = ct_steps.windows(cfg, timeline, batch)
         served = [
             log
             for d, log in run.logs.items()
@@ -104,10 +101,10 @@ def test_the_monitoring_flow_steps_fire_and_decide_as_the_replay(scenario: Scena
             champion_version=champion.version,
             reference=champion.reference,
             baseline=champion.baseline,
-            predictions=monitoring_flow.with_batches(pd.concat(served, ignore_index=True), timeline),
+            predictions=ct_steps.with_batches(pd.concat(served, ignore_index=True), timeline),
             labels=labels,
         )
         signals, labelled = monitoring_flow.signals_of.fn(cfg, inputs)
         assert signals.fired == m.fired, m
-        decision, _ = monitoring_flow.policy_decision(cfg, signals, labelled, m.state, batch, timeline)
+        decision, _ = ct_steps.policy_decision(cfg, signals, labelled, m.state, batch, timeline)
         assert (decision.action, decision.window_start) == (m.action, m.window_start), m

@@ -1,4 +1,4 @@
-"""The replay behind `ctcd backtest` (flows/replay.py) is honest: labels arrive late, rejected batches are
+"""The replay behind `ctcd backtest` (tasks/replay.py) is honest: labels arrive late, rejected batches are
 skipped, a model only serves after it was promoted, the policy sees no label early, and the gate's numbers
 are re-checked.
 
@@ -10,26 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ctcd.app.backtest import apply_overrides
 from ctcd.config import CtcdConfig, ScenarioEvent, load_config
-from flows.backtest import apply_overrides
-from flows.replay import (
-    FitCache,
-    PolicyRun,
-    Scenario,
-    agrawal_scenario,
-    monitor,
-    recovery_days,
-    reference_levels,
-    rejection,
-    replay,
-    sea_scenario,
-    served_predictions,
-    summarize,
-    train_and_gate,
-    training_window,
-)
 from tasks import policy, training
 from tasks.drift import BATCH, join_labels
+from tasks.replay import PolicyRun, monitor, replay, served_predictions
+from tasks.replay_history import Scenario, agrawal_scenario, rejection, sea_scenario
+from tasks.replay_registry import FitCache, train_and_gate, training_window
+from tasks.replay_scoring import recovery_days, reference_levels, summarize
 from tests.conftest import REPO
 
 WARMUP = 3

@@ -258,3 +258,42 @@ def test_with_no_model_clearing_the_floors_training_fails_in_one_line(
     # The candidate is registered with the decision that says why nothing serves.
     (candidate,) = registry.versions(cfg, workspace)
     assert candidate.tags["ctcd.gate.chosen"] == "-" and candidate.tags["ctcd.gate.passed"] == "false"
+
+
+def test_after_a_drift_a_better_baseline_on_the_restarted_window_is_registered_and_served(
+    prefect_server, default_config, workspace, tmp_path
+):
+    """A drift retraining on a window restarted at the onset: the candidate cannot split (ROC AUC 0.5), the
+    baseline fitted on the new concept beats the champion (the first model's baseline, fitted before the
+    drift) at the same gate, judged on accuracy (the trigger's `performance`): it becomes champion, and the
+    policy reads the retraining as promoted."""
+    from ctcd.config import ScenarioEvent
+    from flows.training import training_flow
+    from tasks.policy import training_outcome
+
+    cfg = _first_model_config(default_config, {"roc_auc": 0.52}, min_child_weight=1e9)
+    assert cfg.stream is not None
+    drift = [ScenarioEvent(day=5, kind="concept_drift", function=2)]
+    cfg = cfg.model_copy(update={"stream": cfg.stream.model_copy(update={"events": drift})})
+    path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
+    land_validated(cfg, workspace, range(1, 5))
+    first = training_flow(path, reason="first")
+    assert first.promoted and first.baseline_version == "2"
+
+    after = land_validated(cfg, workspace, range(5, 8))
+    trigger = {"event": "drift", "batch": after[-1], "signals": ["performance"]}
+    report = training_flow(path, reason="drift: accuracy fell", window_start=after[0], trigger=trigger)
+    d = report.decision
+    assert report.batches == after
+    assert d.bootstrap.metric == "accuracy" and d.reference_kind == "champion"
+    assert not d.passed and d.chosen == "baseline", d.summary()
+    assert d.baseline_decision is not None and d.baseline_decision.passed
+    assert report.promoted and (report.version, report.baseline_version) == ("3", "4")
+    assert report.previous_champion == "2" and report.champion_version == "4"
+    champ = registry.require_champion(cfg, workspace)
+    assert champ.version == "4" and champ.tags["ctcd.role"] == "baseline"
+    assert champ.tags["ctcd.gate.reference"] == "champion:2" and champ.tags["ctcd.gate.passed"] == "true"
+    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "3"
+    champions = {e["version"] for e in registry.alias_history(workspace) if e.get("action") != "rollback"}
+    found = [(ref.version, ref.tags) for ref in registry.versions(cfg, workspace)]
+    assert training_outcome(found, champions, after[-1]) is True

@@ -163,6 +163,10 @@ def test_batch_accuracy_and_latest_batches():
     assert [s.batch for s in daily] == [(TODAY - timedelta(days=1)).isoformat(), TODAY.isoformat()]
     assert daily[0].accuracy > 0.9 > daily[1].accuracy
     assert len(latest_batches(labelled, 1)) == 400
+    # Small batches: the window reaches back until it holds min_rows labelled rows (within what it has).
+    assert len(latest_batches(labelled, 1, min_rows=400)) == 400
+    assert len(latest_batches(labelled, 1, min_rows=401)) == 800
+    assert len(latest_batches(labelled, 1, min_rows=5000)) == 800
 
 
 def test_performance_without_baseline_accuracy_is_not_evaluated():

@@ -92,6 +92,34 @@ def test_a_clearly_better_candidate_passes_with_the_evidence(cfg, holdout):
     assert model_gate.GateDecision.model_validate_json(d.model_dump_json()) == d
 
 
+def test_on_a_restarted_window_a_better_baseline_that_passes_is_served_instead(cfg, holdout):
+    """`choose_contender`: the baseline judged by the same gate against the champion is served when it
+    passes and beats the candidate; the candidate's verdict stays its own; a failing baseline never is."""
+    from tasks import ct_steps
+
+    split, champion = holdout
+    _, good = evaluation.evaluate(champion, split.test, cfg)
+    rng = np.random.default_rng(1)
+    noisy = np.clip(good + rng.normal(0, 0.35, len(good)), 0, 1)  # the champion
+    fair = np.clip(good + rng.normal(0, 0.2, len(good)), 0, 1)  # a candidate better than the champion
+    candidate = _decide(cfg, split.test, fair, noisy)
+    baseline = _decide(cfg, split.test, good, noisy)
+    assert candidate.passed and baseline.passed
+    d = model_gate.choose_contender(candidate, baseline)
+    assert d.chosen == "baseline" and d.passed and ct_steps.served_model(d) == "baseline"
+    assert "the baseline is served instead" in d.summary()
+    tags = model_gate.baseline_tags(d)
+    assert tags["ctcd.gate.reference"] == "champion:1" and tags["ctcd.gate.chosen"] == "baseline"
+    assert float(tags["ctcd.gate.candidate"]) == pytest.approx(baseline.bootstrap.candidate, abs=1e-6)
+    # the better candidate keeps its place; a baseline that fails the gate is never served
+    assert model_gate.choose_contender(baseline, candidate).chosen is None
+    failing = _decide(cfg, split.test, noisy, good)
+    kept = model_gate.choose_contender(_decide(cfg, split.test, noisy, noisy), failing)
+    assert kept.chosen is None and ct_steps.served_model(kept) is None
+    again = model_gate.GateDecision.model_validate_json(d.model_dump_json())
+    assert again.baseline_decision is not None and again.baseline_decision.passed
+
+
 def test_floors_are_ceilings_for_metrics_where_lower_is_better():
     checks = model_gate.floor_checks({"roc_auc": 0.7, "log_loss": 0.4}, {"roc_auc": 0.75, "log_loss": 0.5})
     by = {c.name: c.passed for c in checks}

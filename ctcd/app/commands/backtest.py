@@ -60,9 +60,10 @@ def backtest(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ctcd.app import backtest as bt
+    from ctcd.app import backtest_report as report
     from ctcd.config import load_config
     from ctcd.errors import UsageError
-    from flows import backtest as bt
 
     if history not in ("auto", "stream", "sea", "source"):
         raise UsageError(f"--history {history!r}: use auto, stream, sea or source")
@@ -91,11 +92,11 @@ def backtest(
 
         result = bt.run_backtest(cfg, scenario, names, warmup, metric, progress=progress)
     if out is not None:
-        written = [bt.write_json(result, out), *bt.write_plots(result, out)]
+        written = [report.write_json(result, out), *report.write_plots(result, out)]
     if json_out:
         typer.echo(json.dumps(result.to_json(), default=str))
         return
-    typer.echo(bt.text_report(result))
+    typer.echo(report.text_report(result))
     typer.echo(f"replayed {len(names)} policies in {result.seconds:.1f}s")
     if out is not None:
         typer.echo("wrote " + ", ".join(str(p) for p in written))

@@ -30,8 +30,8 @@ def _print_training(report: TrainingReport) -> None:
     typer.echo(f"model gate: {d.summary()}")
     if report.promoted and report.baseline_version:
         typer.echo(
-            f"champion: version {report.baseline_version}, the baseline (was none); "
-            f"version {report.version} stays the challenger"
+            f"champion: version {report.baseline_version}, the baseline "
+            f"(was {report.previous_champion or 'none'}); version {report.version} stays the challenger"
         )
     elif report.promoted:
         typer.echo(f"champion: version {report.version} (was {report.previous_champion or 'none'})")
