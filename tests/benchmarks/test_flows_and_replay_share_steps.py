@@ -15,11 +15,13 @@ import pytest
 import flows.monitoring as monitoring_flow
 import flows.training as training_flow
 from ctcd.config import CtcdConfig, ScenarioEvent
+from ctcd.ct_inputs import with_batches
 from ctcd.registry import ModelRef
 from flows.backtest import apply_overrides
 from flows.replay import FitCache, PolicyRun, Scenario, agrawal_scenario, replay, training_window
 from tasks import ct_steps, training
 from tasks.model import features_frame, positive_proba
+from tasks.monitoring import MonitoringInputs
 
 WARMUP = 3
 DRIFT = 6
@@ -42,10 +44,7 @@ def run(scenario: Scenario) -> PolicyRun:
 
 
 def test_the_flows_are_wired_to_the_shared_steps() -> None:
-    assert monitoring_flow.windows is ct_steps.windows
-    assert monitoring_flow.with_batches is ct_steps.with_batches
-    assert monitoring_flow.policy_decision is ct_steps.policy_decision
-    assert monitoring_flow.window_signals is ct_steps.signals
+    assert monitoring_flow.ct_steps is ct_steps and training_flow.ct_steps is ct_steps
 
 
 def test_the_training_flow_steps_reach_the_replays_gate_verdicts(scenario: Scenario, run: PolicyRun) -> None:
@@ -88,7 +87,7 @@ def test_the_monitoring_flow_steps_fire_and_decide_as_the_replay(scenario: Scena
     assert judged and any(m.action == "retrain" for m in judged)
     for m in judged:
         batch = scenario.days[m.day - 1].batch_id
-        window = monitoring_flow.windows(cfg, timeline, batch)
+        window = ct_steps.windows(cfg, timeline, batch)
         served = [
             log
             for d, log in run.logs.items()
@@ -98,16 +97,16 @@ def test_the_monitoring_flow_steps_fire_and_decide_as_the_replay(scenario: Scena
             (c for c in run.champions.values() if c.trained_on < m.day), key=lambda c: c.trained_on
         )
         labels = pd.concat([d.labels for d in scenario.days[: m.day - delay]], ignore_index=True)
-        inputs = monitoring_flow.MonitoringInputs(
+        inputs = MonitoringInputs(
             timeline=timeline,
             windows=window,
             champion_version=champion.version,
             reference=champion.reference,
             baseline=champion.baseline,
-            predictions=monitoring_flow.with_batches(pd.concat(served, ignore_index=True), timeline),
+            predictions=with_batches(pd.concat(served, ignore_index=True), timeline),
             labels=labels,
         )
         signals, labelled = monitoring_flow.signals_of.fn(cfg, inputs)
         assert signals.fired == m.fired, m
-        decision, _ = monitoring_flow.policy_decision(cfg, signals, labelled, m.state, batch, timeline)
+        decision, _ = ct_steps.policy_decision(cfg, signals, labelled, m.state, batch, timeline)
         assert (decision.action, decision.window_start) == (m.action, m.window_start), m

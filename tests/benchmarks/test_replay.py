@@ -29,7 +29,7 @@ from flows.replay import (
     training_window,
 )
 from tasks import policy, training
-from tasks.drift import BATCH, join_labels
+from tasks.drift import BATCH, labelled_predictions
 from tests.conftest import REPO
 
 WARMUP = 3
@@ -140,7 +140,7 @@ def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
     served = scenario.days[WARMUP]  # day WARMUP + 1, the first served day
     log = served_predictions(cfg, served, champion)
     assert {"request_id", "served_at", "probability", "prediction", "model_version"} <= set(log.columns)
-    joined = join_labels(log, served.labels, cfg.dataset)
+    joined = labelled_predictions(log, served.labels, cfg.dataset)
     assert len(joined) == len(log)
     assert set(joined[BATCH]) == {served.batch_id}
     # the day it was served, none of its labels are visible to the policy; the next day all of them are

@@ -14,7 +14,7 @@ import pytest
 from ctcd.batches import file_batch, read_batch, validated_batches
 from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.workspace import Workspace
-from flows.ingest import judge_batch_file, open_data_gate
+from tasks.ingest import judge_batch_file, open_data_gate
 from tasks.stream import CORRUPTIONS, generate_day
 from tasks.validation import bootstrap_suite, dump_suite, judge
 
