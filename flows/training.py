@@ -46,15 +46,7 @@ _CODE_DIGEST = hashlib.sha256(
 @task(name="select-window", cache_policy=NO_CACHE)
 def select_window(cfg: CtcdConfig, ws: Workspace, window_start: str | None) -> list[BatchFile]:
     """The validated, labelled batches of the training window."""
-    files = {f.batch_id: f for f in validated_files(ws)}
-    chosen = dataset.select_window(list(files), set(files), cfg.training.window_batches, window_start)
-    if not chosen:
-        raise WorkFailed(
-            f"no validated batch with arrived labels in {ws.validated}"
-            + (f" on or after {window_start}" if window_start else "")
-            + ": run `ctcd data land` and `ctcd validate` (or `ctcd run`) first"
-        )
-    return [files[b] for b in chosen]
+    return training_run.training_window(cfg, validated_files(ws), window_start, ws.validated)
 
 
 @task(name="load-training-data", cache_policy=NO_CACHE)

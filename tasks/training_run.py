@@ -1,5 +1,6 @@
-"""A training run's records: what it logs to MLflow (`candidate_run`, `baseline_run`, `run_tags`), what it
-reports (`TrainingReport`), and how the report reads in Prefect artifacts and promotion reasons.
+"""A training run's window and records: which batches it trains on (`training_window`), what it logs to
+MLflow (`candidate_run`, `baseline_run`, `run_tags`), what it reports (`TrainingReport`), and how the
+report reads in Prefect artifacts and promotion reasons.
 
 Plain functions and records, no I/O and no Prefect: `flows/training.py` wires them.
 """
@@ -7,6 +8,7 @@ Plain functions and records, no I/O and no Prefect: `flows/training.py` wires th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -14,8 +16,10 @@ import yaml
 from pydantic import BaseModel
 
 from ctcd.config import CtcdConfig
+from ctcd.ct_inputs import BatchFile
+from ctcd.errors import WorkFailed
 from ctcd.registry import CandidateRun, ChildRun, LoggedBatch
-from tasks import evaluation, model_gate, training
+from tasks import dataset, evaluation, model_gate, training
 from tasks.ct_steps import TrainingCost
 from tasks.dataset import BatchInput, Split
 from tasks.model import Model, baseline_kind, candidate_kind, features_frame, target_vector, xgboost_params
@@ -39,6 +43,22 @@ class TrainingReport(BaseModel):
     reason: str
     seconds: float
     cost: dict[str, float] = {}
+
+
+def training_window(
+    cfg: CtcdConfig, files: list[BatchFile], window_start: str | None, where: Path
+) -> list[BatchFile]:
+    """The training window: the latest `training.window_batches` of the validated, labelled batch files
+    (none before `window_start`); fails when there is none (`where`: the validated area, for the message)."""
+    by_id = {f.batch_id: f for f in files}
+    chosen = dataset.select_window(list(by_id), set(by_id), cfg.training.window_batches, window_start)
+    if not chosen:
+        raise WorkFailed(
+            f"no validated batch with arrived labels in {where}"
+            + (f" on or after {window_start}" if window_start else "")
+            + ": run `ctcd data land` and `ctcd validate` (or `ctcd run`) first"
+        )
+    return [by_id[b] for b in chosen]
 
 
 def run_tags(
