@@ -16,12 +16,12 @@ import pytest
 
 from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig
-from ctcd.prediction_log import PredictionLogWriter
 from ctcd.ct_inputs import current_batch, read_labels, read_window
+from ctcd.prediction_log import PredictionLogWriter
 from flows.monitoring import signals_of
 from tasks.ct_steps import new_labelled_rows, windows
-from tasks.monitoring import MonitoringInputs
 from tasks.drift import BATCH
+from tasks.monitoring import MonitoringInputs
 from tasks.policy import PolicyState, decide
 from tests.tasks.test_drift import BASELINE, DATASET, make_rows
 
