@@ -217,7 +217,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
             )
 
         current = served(today)
-        labelled = drift.join_labels(
+        labelled = drift.labelled_predictions(
             served(yesterday), pd.read_parquet(ws.labels / f"{yesterday}.parquet"), ds
         )
         signals = drift.compute_signals(

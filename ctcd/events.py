@@ -50,6 +50,18 @@ def drift_trigger(cfg: CtcdConfig) -> DeploymentEventTrigger:
     return DeploymentEventTrigger(**spec)
 
 
+def drift_payload(reason: str, window_start: str | None, evidence: dict[str, Any]) -> dict[str, Any]:
+    """The drift event's payload: the training flow's trigger parameters (`reason`, `window_start`, and
+    `trigger`: the evidence, which the training run keeps as its `ctcd.trigger` tag), and the evidence
+    again at the top level for people reading the event."""
+    return {
+        "reason": reason,
+        "window_start": window_start,
+        "trigger": {"event": "drift", **evidence},
+        **evidence,
+    }
+
+
 def emit_drift_event(cfg: CtcdConfig, payload: dict[str, Any], model_version: str | None = None) -> Event:
     """Emit the drift event on the model's resource and wait until it is sent.
 

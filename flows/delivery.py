@@ -10,36 +10,44 @@ the champion again.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
+import pandas as pd
 from prefect import flow, task
-from pydantic import BaseModel
+from prefect.artifacts import create_markdown_artifact
 
 from ctcd import registry
-from ctcd.config import load_config
+from ctcd.config import CtcdConfig, load_config
 from ctcd.serving import deploy
 from ctcd.serving.server import is_serving, live_server_url, start_server, write_pid_file
 from ctcd.workspace import Workspace
+from tasks.delivery import DeliveryReport, delivery_markdown, previous_version
 
 
-class DeliveryReport(BaseModel):
-    """What the delivery did, for the pipeline, the CLI and the Prefect artifact."""
-
-    status: Literal["deployed", "rolled_back", "failed"]
-    version: str
-    previous_version: str | None
-    live_url: str
-    live_switched: bool = False
-    server_started: bool = False
-    bento_tag: str | None = None
-    smoke: deploy.SmokeResult
-    message: str
+@task(name="build-bento")
+def build_bento(cfg: CtcdConfig, ws: Workspace, version: str) -> str:
+    """Build the Bento with `version` pinned; return its tag."""
+    return deploy.build_bento(cfg, ws, version)
 
 
-build_bento = task(deploy.build_bento, name="build-bento")
-holdout_rows = task(deploy.holdout_rows, name="holdout-rows")
-smoke_test = task(deploy.smoke_test, name="smoke-test", retries=0)
-switch_live = task(deploy.switch_live, name="switch-live")
+@task(name="holdout-rows")
+def holdout_rows(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef) -> pd.DataFrame:
+    """Rows to smoke-test with."""
+    return deploy.holdout_rows(cfg, ws, ref)
+
+
+@task(name="smoke-test", retries=0)
+def smoke_test(
+    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, frame: pd.DataFrame
+) -> deploy.SmokeResult:
+    """Serve `ref` in a second server and compare its answers with the offline predictions."""
+    return deploy.smoke_test(cfg, ws, ref, frame)
+
+
+@task(name="switch-live")
+def switch_live(cfg: CtcdConfig, url: str, version: str) -> dict[str, Any]:
+    """Reload the live server to `version` and wait until it serves it."""
+    return deploy.switch_live(cfg, url, version)
 
 
 @task(name="rollback-champion")
@@ -59,44 +67,6 @@ def rollback_champion(config_path: str | None, to_version: str, failed_version: 
         )
 
 
-def previous_version(ws: Workspace, live: dict | None, target: str) -> str | None:
-    """The version to fall back to: what the live server serves, else the champion before `target`."""
-    if live and live.get("version") and live["version"] != target:
-        return str(live["version"])
-    for entry in reversed(registry.alias_history(ws)):
-        if entry["version"] == target and entry.get("previous") and entry["previous"] != target:
-            return str(entry["previous"])
-    return None
-
-
-def _publish(report: DeliveryReport) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    smoke = report.smoke
-    diff = "n/a" if smoke.max_abs_difference is None else f"{smoke.max_abs_difference:.2e}"
-    create_markdown_artifact(
-        key="delivery-report",
-        description=report.message,
-        markdown="\n".join(
-            [
-                f"## Delivery: {report.status}",
-                "",
-                "| | |",
-                "|---|---|",
-                f"| version | {report.version} |",
-                f"| previous | {report.previous_version or '-'} |",
-                f"| smoke test | {'passed' if smoke.passed else 'FAILED'} on {smoke.rows} rows "
-                f"(max diff {diff}) |",
-                f"| live server | {report.live_url} (switched: {report.live_switched}, "
-                f"started: {report.server_started}) |",
-                f"| bento | {report.bento_tag or '-'} |",
-                "",
-                report.message,
-            ]
-        ),
-    )
-
-
 @flow(name="delivery")
 def delivery_flow(
     config_path: str | None = None,
@@ -110,7 +80,7 @@ def delivery_flow(
     target = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
     url = live_server_url(cfg)
     live = deploy.live_model(url)
-    previous = previous_version(ws, live, target.version)
+    previous = previous_version(registry.alias_history(ws), live, target.version)
     # The Bento builds (a `bentoml build` subprocess) while the smoke test runs.
     bento = build_bento.submit(cfg, ws, target.version) if build else None
     rows = holdout_rows(cfg, ws, target)
@@ -151,5 +121,7 @@ def delivery_flow(
         report.message = f"version {target.version} passed the smoke test; started the live server at {url}"
     else:
         report.message = f"version {target.version} passed the smoke test; no live server runs at {url}"
-    _publish(report)
+    create_markdown_artifact(
+        key="delivery-report", description=report.message, markdown=delivery_markdown(report)
+    )
     return report

@@ -1,214 +1,38 @@
-"""Ingest: land due batches, run the data gate on each, file it as validated or quarantined, report.
+"""Ingest flow: land due batches, run the data gate on each, file it as validated or quarantined, report.
 
-Batches come from `dataset.source` (`ctcd/sources.py`: files, one split file, SQL) or from the built-in
-stream, and only ids <= `through` are landed and judged when it is given (ids compare as strings; the
-stream's are dates). Both run under the workspace's ingest lock: a second ingest waits, then finds the
-first one's batches filed and skips them.
-
-`ingest(cfg, ws, through)` is the plain function (no Prefect); `ingest_flow` wires the same steps as
-Prefect tasks and publishes a table artifact of the decisions with a link to the Data Docs site.
+The steps are `tasks/ingest.py:ingest` (also run without Prefect); this flow runs them with each batch's
+validation as a Prefect task run (`validate-<batch>`) and publishes a table artifact of the decisions with
+a link to the Data Docs site.
 """
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
 
-from ctcd.batches import (
-    BatchRecord,
-    BatchUnreadable,
-    Release,
-    batch_id_of,
-    file_batch,
-    find_batch,
-    ingest_lock,
-    landed_batches,
-    read_batch,
-    sha256_of,
-)
+from ctcd.batches import BatchRecord
 from ctcd.config import CtcdConfig, load_config
-from ctcd.errors import UsageError
 from ctcd.workspace import Workspace
-from tasks.validation import judge, unreadable
+from tasks import ingest
+from tasks.ingest import IngestReport
 
 if TYPE_CHECKING:
     from ctcd.gx_gate import DataGate
 
 
-class BatchDecision(BaseModel):
-    """One line of the ingest report."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    batch_id: str
-    accepted: bool
-    rows: int | None
-    reason: str
-    warnings: int
-    data_docs: str | None
-
-    @classmethod
-    def of(cls, record: BatchRecord) -> BatchDecision:
-        """Summarise a filed batch."""
-        return cls(
-            batch_id=record.batch_id,
-            accepted=record.status == "validated",
-            rows=record.rows,
-            reason=record.reason,
-            warnings=len(record.warnings),
-            data_docs=record.data_docs,
-        )
-
-
-class IngestReport(BaseModel):
-    """What one ingest run landed and decided."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    through: str | None
-    landed: list[str] = Field(default_factory=list, description="batch ids copied into landing/ by this run")
-    decisions: list[BatchDecision] = Field(default_factory=list)
-    data_docs: str | None = Field(default=None, description="the Data Docs home page")
-
-    @property
-    def accepted(self) -> list[BatchDecision]:
-        """Batches moved to validated/."""
-        return [d for d in self.decisions if d.accepted]
-
-    @property
-    def rejected(self) -> list[BatchDecision]:
-        """Batches moved to quarantine/."""
-        return [d for d in self.decisions if not d.accepted]
-
-
-def open_data_gate(cfg: CtcdConfig, ws: Workspace) -> DataGate:
-    """The GX gate for the configured suite (imports great_expectations: seconds)."""
-    from ctcd.gx_gate import open_gate
-
-    return open_gate(ws, cfg.gates.data.suite, keep_results=cfg.gates.data.keep_results)
-
-
-def judge_batch_file(cfg: CtcdConfig, ws: Workspace, path: Path, gate: DataGate) -> BatchRecord:
+@task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate-{path.stem}")
+def validate_batch(cfg: CtcdConfig, ws: Workspace, path: Path, gate: DataGate) -> BatchRecord:
     """Read one batch file, run the gate, and move it to validated/ or quarantine/ with its record."""
-    batch_id = batch_id_of(path)
-    sha256 = sha256_of(path)
-    try:
-        frame = read_batch(path, cfg)
-    except BatchUnreadable as exc:
-        return file_batch(ws, path, unreadable(batch_id, gate.name, str(exc)), sha256=sha256)
-    run = gate.validate(frame, batch_id)
-    outcome = judge(run.result, batch_id, rows=len(frame))
-    return file_batch(ws, path, outcome, sha256=sha256, data_docs=run.data_docs, result=run.result)
-
-
-def land(cfg: CtcdConfig, ws: Workspace, through: str | None) -> list[str]:
-    """Land what is new at `dataset.source` (ids <= `through`), or the built-in stream's batches due by
-    `through` (a date; nothing without one); nothing without a source or a stream. Hold the ingest lock."""
-    source = cfg.dataset.source
-    if source is not None and source.kind != "stream":
-        from ctcd.sources import pull
-
-        return pull(cfg, ws, through).landed
-    if cfg.stream is None or through is None:
-        return []
-    from ctcd.stream.landing import land_due
-
-    return list(land_due(cfg, ws, _as_date(through)).features_landed)
-
-
-def ingest(
-    cfg: CtcdConfig, ws: Workspace, through: str | None = None, gate: DataGate | None = None
-) -> IngestReport:
-    """Land due batches (source or stream), then judge every landed batch with id <= `through`."""
-    with ingest_lock(ws):
-        landed = land(cfg, ws, through)
-        files = landed_batches(ws, through)
-        if not files:
-            return IngestReport(through=through, landed=landed)
-        gate = gate or open_data_gate(cfg, ws)
-        decisions = [BatchDecision.of(judge_batch_file(cfg, ws, path, gate)) for path in files]
-        docs = gate.publish_docs()
-    return IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
-
-
-def revalidate(cfg: CtcdConfig, ws: Workspace, batch_id: str, gate: DataGate | None = None) -> BatchRecord:
-    """Run a quarantined batch through the gate again (e.g. after fixing the suite); it moves if it passes."""
-    record = find_batch(ws, batch_id)
-    if record.status != "quarantined":
-        raise UsageError(f"batch {batch_id} is not in quarantine (it is {record.status})")
-    path = record.path(ws)
-    with ingest_lock(ws):
-        gate = gate or open_data_gate(cfg, ws)
-        new = judge_batch_file(cfg, ws, path, gate)
-        gate.publish_docs()
-    if new.status != "validated":
-        return new
-    from datetime import UTC, datetime
-
-    release = Release(
-        forced=False,
-        reason="re-validated against the current suite",
-        released_at=datetime.now(UTC),
-        quarantine_reason=record.reason,
-    )
-    updated = new.model_copy(update={"release": release})
-    (ws.validated / f"{new.batch_id}.json").write_text(
-        updated.model_dump_json(indent=2) + "\n", encoding="utf-8"
-    )
-    return updated
-
-
-def _as_date(through: str) -> date:
-    try:
-        return date.fromisoformat(through)
-    except ValueError as exc:
-        raise UsageError(f"through={through!r} is not a date (YYYY-MM-DD)") from exc
-
-
-# --------------------------------------------------------------------------- Prefect wiring
-
-land_task = task(land, name="land-due-batches", cache_policy=NO_CACHE)
-list_task = task(landed_batches, name="list-landed-batches", cache_policy=NO_CACHE)
-open_gate_task = task(open_data_gate, name="open-data-gate", cache_policy=NO_CACHE)
-
-
-def publish_data_docs(gate: DataGate) -> str:
-    """Render the Data Docs pages of this run's results; return the site's home page."""
-    return gate.publish_docs()
-
-
-docs_task = task(publish_data_docs, name="publish-data-docs", cache_policy=NO_CACHE)
-judge_task = task(
-    judge_batch_file, name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate-{path.stem}"
-)
+    return ingest.judge_batch_file(cfg, ws, path, gate)
 
 
 def publish(report: IngestReport) -> None:
     """Publish the decisions as a Prefect table artifact and the Data Docs site as a link artifact."""
-    from prefect.artifacts import create_link_artifact, create_table_artifact
-
-    rows = [
-        {
-            "batch": d.batch_id,
-            "decision": "validated" if d.accepted else "quarantined",
-            "rows": d.rows,
-            "warnings": d.warnings,
-            "reason": d.reason,
-            "data_docs": d.data_docs or "",
-        }
-        for d in report.decisions
-    ]
-    accepted, rejected = len(report.accepted), len(report.rejected)
-    create_table_artifact(
-        key="data-gate",
-        table=rows,
-        description=f"Data gate: {accepted} validated, {rejected} quarantined (through {report.through}).",
-    )
+    create_table_artifact(key="data-gate", table=report.table(), description=report.summary())
     if report.data_docs:
         create_link_artifact(key="data-docs", link=report.data_docs, link_text="Great Expectations Data Docs")
 
@@ -216,17 +40,6 @@ def publish(report: IngestReport) -> None:
 @flow(name="ingest")
 def ingest_flow(config_path: str | None = None, through: str | None = None) -> IngestReport:
     """Land due batches and validate every landed batch (only ids <= `through` when given)."""
-    cfg = load_config(config_path)
-    ws = Workspace.open()
-    with ingest_lock(ws):
-        landed = land_task(cfg, ws, through)
-        files = list_task(ws, through)
-        decisions: list[BatchDecision] = []
-        docs = None
-        if files:
-            gate = open_gate_task(cfg, ws)
-            decisions = [BatchDecision.of(judge_task(cfg, ws, path, gate)) for path in files]
-            docs = docs_task(gate)
-    report = IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
+    report = ingest.ingest(load_config(config_path), Workspace.open(), through, judge=validate_batch)
     publish(report)
     return report

@@ -19,40 +19,18 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-from pydantic import BaseModel
 
 from ctcd import registry
 from ctcd.config import load_config
+from ctcd.ct_inputs import monitored_batch, validated_files
 from ctcd.workspace import Workspace
-from flows.delivery import DeliveryReport, delivery_flow
-from flows.ingest import IngestReport, ingest_flow
-from flows.monitoring import MonitoringOutcome, monitored_batch, monitoring_flow
-from flows.training import TrainingReport, training_flow, validated_files
+from flows.delivery import delivery_flow
+from flows.ingest import ingest_flow
+from flows.monitoring import monitoring_flow
+from flows.training import training_flow
+from tasks.pipeline import PipelineReport
 
 INITIAL_REASON = "initial: no champion yet"
-
-
-class PipelineReport(BaseModel):
-    """What one CT/CD cycle did; each part is the typed report of its own flow."""
-
-    today: str | None
-    ingest: IngestReport
-    training: TrainingReport | None = None
-    delivery: DeliveryReport | None = None
-    monitoring: MonitoringOutcome | None = None
-    notes: list[str] = []
-
-    def summary(self) -> str:
-        """One line: what happened in this cycle."""
-        parts = [f"{len(self.ingest.accepted)} batch(es) validated, {len(self.ingest.rejected)} quarantined"]
-        if self.training:
-            verdict = "promoted" if self.training.promoted else "not promoted"
-            parts.append(f"trained v{self.training.version} ({self.training.reason}): {verdict}")
-        if self.delivery:
-            parts.append(f"delivery {self.delivery.status} v{self.delivery.version}")
-        if self.monitoring:
-            parts.append(f"monitor: {self.monitoring.decision.action} ({self.monitoring.decision.reason})")
-        return "; ".join(parts + self.notes)
 
 
 @flow(name="ctcd-pipeline")

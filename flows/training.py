@@ -1,7 +1,8 @@
 """The training flow: window -> split -> search/train -> evaluate -> register -> gate -> promote.
 
-Tasks hold the maths (`tasks/`), the registry seam talks to MLflow (`ctcd/registry.py`); this module wires
-them as Prefect tasks, decides and reports. The search and the baseline are cached by the content of the
+Tasks hold the maths and the decisions (`tasks/ct_steps.py`; what a run logs and reports,
+`tasks/training_run.py`), the registry seam talks to MLflow (`ctcd/registry.py`); this module wires them
+as Prefect tasks and publishes the artifacts. The search and the baseline are cached by the content of the
 data and the config, so a rerun after a crash (or on unchanged data) skips them. MLflow calls retry with
 back-off.
 """
@@ -9,40 +10,30 @@ back-off.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
-from pydantic import BaseModel
 
 import tasks.ct_steps as steps_module
 import tasks.model as model_module
 import tasks.training as training_module
 from ctcd import batches, registry
 from ctcd.config import CtcdConfig, load_config
+from ctcd.ct_inputs import BatchFile, validated_files
 from ctcd.errors import WorkFailed
 from ctcd.features import model_input
 from ctcd.workspace import Workspace
-from tasks import ct_steps, dataset, evaluation, model_gate, training
+from tasks import ct_steps, dataset, evaluation, model_gate, training, training_run
 from tasks.dataset import BatchInput, Split
-from tasks.model import (
-    Model,
-    baseline_kind,
-    candidate_kind,
-    features_frame,
-    positive_proba,
-    target_vector,
-    xgboost_params,
-)
+from tasks.model import positive_proba
+from tasks.training_run import TrainingReport
 
 MLFLOW_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
 _CODE_DIGEST = hashlib.sha256(
@@ -52,64 +43,10 @@ _CODE_DIGEST = hashlib.sha256(
 ).hexdigest()
 
 
-class BatchFile(BaseModel):
-    """A validated batch on disk with its content hash and its labels file."""
-
-    batch_id: str
-    path: str
-    sha256: str
-    labels_path: str
-
-
-class TrainingReport(BaseModel):
-    """What one training run produced and decided."""
-
-    model_name: str
-    version: str
-    run_id: str
-    promoted: bool
-    champion_version: str | None
-    previous_champion: str | None
-    baseline_version: str | None = None
-    decision: model_gate.GateDecision
-    metrics: dict[str, float | None]
-    device: str
-    batches: list[str]
-    rows: dict[str, int]
-    reason: str
-    seconds: float
-    cost: dict[str, float] = {}
-
-
-def validated_files(ws: Workspace) -> list[BatchFile]:
-    """Every validated batch in the workspace whose labels have arrived, oldest first."""
-    found = []
-    for record in batches.validated_batches(ws):
-        labels = batches.labels_file(ws, record.batch_id)
-        if labels is not None:
-            found.append(
-                BatchFile(
-                    batch_id=record.batch_id,
-                    path=str(record.path(ws)),
-                    sha256=record.sha256,
-                    labels_path=str(labels),
-                )
-            )
-    return found
-
-
 @task(name="select-window", cache_policy=NO_CACHE)
 def select_window(cfg: CtcdConfig, ws: Workspace, window_start: str | None) -> list[BatchFile]:
     """The validated, labelled batches of the training window."""
-    files = {f.batch_id: f for f in validated_files(ws)}
-    chosen = dataset.select_window(list(files), set(files), cfg.training.window_batches, window_start)
-    if not chosen:
-        raise WorkFailed(
-            f"no validated batch with arrived labels in {ws.validated}"
-            + (f" on or after {window_start}" if window_start else "")
-            + ": run `ctcd data land` and `ctcd validate` (or `ctcd run`) first"
-        )
-    return [files[b] for b in chosen]
+    return training_run.training_window(cfg, validated_files(ws), window_start, ws.validated)
 
 
 @task(name="load-training-data", cache_policy=NO_CACHE)
@@ -151,121 +88,6 @@ def run_search(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> 
 def evaluate(fitted: ct_steps.Fitted, split: Split, cfg: CtcdConfig) -> ct_steps.Evaluated:
     """Holdout reports and positive-class probabilities of the candidate and the baseline."""
     return ct_steps.evaluate(fitted, split, cfg)
-
-
-def _candidate_run(
-    cfg: CtcdConfig,
-    inputs: list[BatchInput],
-    split: Split,
-    result: training.SearchResult,
-    cost: ct_steps.TrainingCost,
-    report: evaluation.EvaluationReport,
-    baseline_report: evaluation.EvaluationReport,
-    proba: Any,
-    tags: dict[str, str],
-) -> registry.CandidateRun:
-    best = result.best
-    y_test = target_vector(split.test, cfg.dataset).to_numpy()
-    importance = evaluation.feature_importance(best.model, split.test, cfg)
-    is_xgb = candidate_kind(cfg) == "xgboost"
-    params: dict[str, Any] = {
-        "model.kind": candidate_kind(cfg),
-        **(xgboost_params(cfg, best.params, result.device.device) if is_xgb else best.params),
-        "device": result.device.device,
-        "early_stopping_rounds": cfg.model.early_stopping_rounds if is_xgb else None,
-        "training.window_batches": cfg.training.window_batches,
-        "training.seed": cfg.training.seed,
-        "search.budget": len(result.candidates),
-        "best_iteration": best.best_iteration,
-        **{f"rows.{k}": v for k, v in split.rows.items()},
-    }
-    metrics = {
-        **evaluation.flat_metrics(report),
-        **evaluation.flat_metrics(baseline_report, prefix="baseline_test_"),
-        f"validation_{result.metric}": best.validation_score,
-        "fit_seconds": sum(c.fit_seconds for c in result.candidates),
-        **cost.metrics(),
-    }
-    children = [
-        registry.ChildRun(
-            name=f"candidate-{i}",
-            params={**c.params, "best_iteration": c.best_iteration},
-            metrics={f"validation_{result.metric}": c.validation_score, "fit_seconds": c.fit_seconds},
-        )
-        for i, c in enumerate(result.candidates)
-    ]
-    train_rows = pd.concat([split.train, split.validation], ignore_index=True)
-    return registry.CandidateRun(
-        model=best.model,
-        params=params,
-        metrics=metrics,
-        evaluation=report.model_dump(mode="json"),
-        reference=evaluation.reference_sample(best.model, train_rows, cfg, cfg.training.reference_rows),
-        input_example=features_frame(split.test.head(5), cfg.dataset),
-        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
-        config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        tags=tags,
-        figures={
-            "confusion_matrix": evaluation.confusion_figure(y_test, proba),
-            "calibration": evaluation.calibration_figure(y_test, proba),
-            "feature_importance": evaluation.importance_figure(importance),
-        },
-        json_artifacts={
-            "feature_importance.json": importance,
-            "search.json": {
-                "metric": result.metric,
-                "best_index": result.best_index,
-                "candidates": [
-                    {
-                        "params": c.params,
-                        "validation_score": c.validation_score,
-                        "best_iteration": c.best_iteration,
-                    }
-                    for c in result.candidates
-                ],
-            },
-            "baseline_evaluation.json": baseline_report.model_dump(mode="json"),
-        },
-        children=children,
-        run_name=f"train-{inputs[-1].batch_id}",
-    )
-
-
-def _baseline_run(
-    cfg: CtcdConfig,
-    inputs: list[BatchInput],
-    split: Split,
-    baseline: Model,
-    baseline_report: evaluation.EvaluationReport,
-    baseline_proba: Any,
-    tags: dict[str, str],
-) -> registry.CandidateRun:
-    """The baseline logged like a candidate (same model contract, lineage and artifacts): with no champion
-    and a candidate no better than it, the baseline is the first model served."""
-    y_test = target_vector(split.test, cfg.dataset).to_numpy()
-    train_rows = pd.concat([split.train, split.validation], ignore_index=True)
-    kind = baseline_kind(cfg)
-    return registry.CandidateRun(
-        model=baseline,
-        params={
-            "model.kind": kind,
-            "training.window_batches": cfg.training.window_batches,
-            "training.seed": cfg.training.seed,
-            **{f"rows.{k}": v for k, v in split.rows.items()},
-        },
-        metrics=evaluation.flat_metrics(baseline_report),
-        evaluation=baseline_report.model_dump(mode="json"),
-        reference=evaluation.reference_sample(baseline, train_rows, cfg, cfg.training.reference_rows),
-        input_example=features_frame(split.test.head(5), cfg.dataset),
-        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
-        config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        tags={**tags, "ctcd.model_kind": kind, "ctcd.role": "baseline"},
-        figures={
-            "confusion_matrix": evaluation.confusion_figure(y_test, baseline_proba),
-            "calibration": evaluation.calibration_figure(y_test, baseline_proba),
-        },
-        run_name=f"baseline-{inputs[-1].batch_id}",
-    )
 
 
 @task(name="register-candidate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
@@ -352,16 +174,10 @@ def promote(
 def _report_artifacts(
     cfg: CtcdConfig, ws: Workspace, report: TrainingReport, baseline: evaluation.EvaluationReport
 ) -> None:
-    d = report.decision
-    rows = [
-        {"metric": k, "candidate": report.metrics.get(k), d.reference_kind: d.reference_metrics.get(k)}
-        for k in evaluation.METRICS
-    ]
-    rows.append(
-        {"metric": "baseline " + d.primary_metric, "candidate": baseline.metrics.get(d.primary_metric)}
-    )
     create_table_artifact(
-        rows, key="training-metrics", description=f"Holdout metrics of version {report.version}"
+        training_run.metrics_rows(report, baseline),
+        key="training-metrics",
+        description=f"Holdout metrics of version {report.version}",
     )
     create_link_artifact(registry.run_url(cfg, ws, report.run_id), link_text="MLflow run", key="mlflow-run")
     ref = registry.ModelRef(report.model_name, report.version, report.run_id)
@@ -370,12 +186,8 @@ def _report_artifacts(
         link_text=f"model version {report.version}",
         key="model-version",
     )
-    checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in d.checks)
     create_markdown_artifact(
-        f"## Model gate: {'promoted' if report.promoted else 'not promoted'}\n\n{d.summary()}\n\n"
-        f"| check | result | rule |\n|---|---|---|\n{checks}\n",
-        key="model-gate",
-        description="The blessing of the candidate",
+        training_run.gate_markdown(report), key="model-gate", description="The blessing of the candidate"
     )
 
 
@@ -403,15 +215,10 @@ def training_flow(
     report, proba = evaluated.report, evaluated.proba
     baseline_report, baseline_proba = evaluated.baseline_report, evaluated.baseline_proba
 
-    tags = {
-        "ctcd.reason": reason,
-        "ctcd.trigger": json.dumps(trigger or {}, sort_keys=True, default=str)[:4900],
-        "ctcd.window_start": window_start or "-",
-        "ctcd.device": device.device,
-        "ctcd.device_reason": device.reason,
-        "ctcd.model_kind": candidate_kind(cfg),
-    }
-    run = _candidate_run(cfg, inputs, split, result, fitted.cost, report, baseline_report, proba, tags)
+    tags = training_run.run_tags(cfg, reason, trigger, window_start, device)
+    run = training_run.candidate_run(
+        cfg, inputs, split, result, fitted.cost, report, baseline_report, proba, tags
+    )
     candidate = register_candidate(cfg, ws, run)
 
     champion, champion_proba = score_champion(cfg, ws, split)
@@ -434,18 +241,17 @@ def training_flow(
         baseline_ref = register_baseline(
             cfg,
             ws,
-            _baseline_run(cfg, inputs, split, baseline, baseline_report, baseline_proba, tags),
+            training_run.baseline_run(cfg, inputs, split, baseline, baseline_report, baseline_proba, tags),
             candidate,
         )
         record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
         chosen = baseline_ref
     blessed = ct_steps.served_model(decision) is not None
-    why = ct_steps.served_note(decision)
     promoted = blessed and promote(
         cfg,
         ws,
         chosen,
-        f"{reason}: {why}",
+        training_run.promotion_reason(reason, decision),
         {"run_id": chosen.run_id, "trigger_reason": reason},
         champion.version if champion else None,
     )

@@ -25,7 +25,7 @@ from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig
 from tasks import dataset, evaluation, model_gate, training
 from tasks.dataset import BatchInput, Split
-from tasks.drift import BATCH, SERVED_AT, MonitoringSignals, compute_signals, join_labels
+from tasks.drift import BATCH, MonitoringSignals, compute_signals, labelled_predictions
 from tasks.model import Model
 from tasks.policy import PolicyState, RetrainDecision, decide
 
@@ -224,14 +224,6 @@ def windows(cfg: CtcdConfig, timeline: Timeline, batch: str) -> Windows:
     return Windows(timeline.last(batch, cfg.drift.window_batches), timeline.last(batch, lookback))
 
 
-def with_batches(predictions: pd.DataFrame, timeline: Timeline) -> pd.DataFrame:
-    """The predictions with the batch each was served in (`BATCH`); rows before the first batch dropped."""
-    if predictions.empty:
-        return predictions.assign(**{BATCH: pd.Series(dtype="object")})
-    out = predictions.assign(**{BATCH: timeline.keys(predictions[SERVED_AT])})
-    return out[out[BATCH].notna()].reset_index(drop=True)
-
-
 def current_window(predictions: pd.DataFrame, batches: list[str]) -> pd.DataFrame:
     """The predictions served in `batches` (by their `BATCH`)."""
     return predictions[predictions[BATCH].isin(batches)]
@@ -248,7 +240,7 @@ def signals(
 ) -> tuple[MonitoringSignals, pd.DataFrame]:
     """The current window's drift signals against the champion's reference, and the labelled predictions
     of the look-back they were computed on (`predictions` carry their batch in `BATCH`)."""
-    labelled = join_labels(predictions, labels, cfg.dataset)
+    labelled = labelled_predictions(predictions, labels, cfg.dataset)
     found = compute_signals(
         reference,
         current_window(predictions, window.current),

@@ -3,9 +3,9 @@
 `train_on_dask` fits one model with `xgboost.dask` on data partitioned across the cluster's workers, then
 returns it as the same Pipeline (category encoding, then a plain `XGBClassifier`) every other part of ctcd
 uses (the Model contract of `tasks/model.py`), so evaluation, the registry and serving do not change.
-`dask_task_runner` gives a flow prefect-dask's `DaskTaskRunner` on the same cluster, so independent tasks
-(the search's candidates) run on its workers. Dask is imported only inside the functions: without the
-extra, ctcd works as before.
+`flows/task_runners.py:dask_task_runner` gives a flow prefect-dask's `DaskTaskRunner` on the same cluster,
+so independent tasks (the search's candidates) run on its workers. Dask is imported only inside the
+functions: without the extra, ctcd works as before.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from tasks.model import Model, category_codes, features_frame, target_vector, xg
 if TYPE_CHECKING:
     import dask.dataframe as dd
     from distributed import Client
-    from prefect_dask import DaskTaskRunner
 
     from ctcd.config import CtcdConfig
 
@@ -39,12 +38,17 @@ class DistributedFit:
     best_iteration: int | None
 
 
-def require_dask() -> None:
-    """Raise DependencyUnavailable with the install command when the `dask` extra is missing."""
+def require_dask(*modules: str) -> None:
+    """Raise DependencyUnavailable with the install command when the `dask` extra is missing (Dask, and
+    the extra's `modules`, e.g. prefect_dask)."""
+    import importlib
+
     try:
         import dask.dataframe  # noqa: F401
         import distributed  # noqa: F401
-        import prefect_dask  # noqa: F401
+
+        for name in modules:
+            importlib.import_module(name)
     except ImportError as exc:
         raise DependencyUnavailable(
             f"scale-out training needs Dask ({exc.name} is missing): {INSTALL_HINT}"
@@ -115,15 +119,3 @@ def _fit_codes(ds: Any, X: dd.DataFrame) -> Any:
         padded = (values or [float("nan")]) * rows
         sample[c] = pd.Series(padded[:rows], dtype="float64" if X[c].dtype == "float64" else object)
     return category_codes(ds).fit(sample[ds.features])
-
-
-def dask_task_runner(cfg: CtcdConfig, local_workers: int = 2) -> DaskTaskRunner:
-    """A `DaskTaskRunner` on `orchestration.dask_address`, or on a local cluster of `local_workers`."""
-    require_dask()
-    from prefect_dask import DaskTaskRunner
-
-    if cfg.orchestration.dask_address:
-        return DaskTaskRunner(address=cfg.orchestration.dask_address)
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": local_workers, "threads_per_worker": 1, "dashboard_address": None}
-    )

@@ -16,6 +16,7 @@ from ctcd import cadence, columns
 from ctcd.config import DatasetConfig, DriftPolicyConfig
 from ctcd.drift_report import ColumnDrift, ColumnKind, column_drift
 from ctcd.features import is_positive
+from tasks.dataset import join_labels
 
 PROBABILITY = columns.PROBABILITY
 PREDICTION = columns.PREDICTION  # 1 when the model predicted positive_label, else 0
@@ -183,15 +184,12 @@ def prior_shift(
     )
 
 
-def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig) -> pd.DataFrame:
-    """The served predictions whose labels have arrived, joined by id, with their batch in `BATCH` (the
-    served date when the predictions carry no batch)."""
-    key = dataset.id_column
-    known = labels[[key, dataset.target]].dropna().drop_duplicates(subset=key, keep="last")
-    served = predictions[predictions[key].notna()]
-    if dataset.target in served:
-        served = served.drop(columns=[dataset.target])
-    joined = served.merge(known, on=key, how="inner")
+def labelled_predictions(
+    predictions: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig
+) -> pd.DataFrame:
+    """The served predictions whose labels have arrived (`tasks.dataset.join_labels`), with their batch in
+    `BATCH` (the served date when the predictions carry no batch)."""
+    joined = join_labels(predictions, labels, dataset)
     if BATCH not in joined:
         joined[BATCH] = pd.to_datetime(joined[SERVED_AT], utc=True).dt.strftime("%Y-%m-%d")
     return joined
@@ -285,10 +283,10 @@ def compute_signals(
     """All four signals of one window.
 
     `current`: the logged predictions of the window (features, probability, prediction);
-    `labelled`: logged predictions joined with arrived labels (`join_labels`), over the lookback used to
-    date a performance drop; `window`: the first and last batch of `current`; `baseline`: the champion's
-    evaluation metrics at promotion. With `model_version`, prediction drift and performance only look at
-    the rows that version served.
+    `labelled`: logged predictions joined with arrived labels (`labelled_predictions`), over the lookback
+    used to date a performance drop; `window`: the first and last batch of `current`; `baseline`: the
+    champion's evaluation metrics at promotion. With `model_version`, prediction drift and performance only
+    look at the rows that version served.
     """
     if model_version is not None:
         current_model = current[current[MODEL_VERSION].astype(str) == model_version]

@@ -40,6 +40,7 @@ import pandas as pd
 
 from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig
+from ctcd.ct_inputs import with_batches
 from ctcd.errors import WorkFailed
 from tasks import ct_steps, policy, training
 from tasks.evaluation import THRESHOLD
@@ -149,7 +150,7 @@ def monitor(
     served = [log for d, log in logs.items() if scenario.days[d - 1].batch_id in window.lookback]
     if not served:
         return None
-    predictions = ct_steps.with_batches(pd.concat(served, ignore_index=True), timeline)
+    predictions = with_batches(pd.concat(served, ignore_index=True), timeline)
     if ct_steps.current_window(predictions, window.current).empty:
         return None
     # Arrived labels of the look-back's batches (and the label delay's before them), as `read_labels`.

@@ -16,9 +16,11 @@ import flows.monitoring as monitoring_flow
 import flows.training as training_flow
 from ctcd.app.backtest import apply_overrides
 from ctcd.config import CtcdConfig, ScenarioEvent
+from ctcd.ct_inputs import with_batches
 from ctcd.registry import ModelRef
 from tasks import ct_steps, training
 from tasks.model import features_frame, positive_proba
+from tasks.monitoring import MonitoringInputs
 from tasks.replay import PolicyRun, replay
 from tasks.replay_history import Scenario, agrawal_scenario
 from tasks.replay_registry import FitCache, training_window
@@ -41,6 +43,10 @@ def scenario(default_config: CtcdConfig) -> Scenario:
 @pytest.fixture(scope="module")
 def run(scenario: Scenario) -> PolicyRun:
     return replay(scenario, "ctcd", WARMUP, FitCache(), DEVICE)
+
+
+def test_the_flows_are_wired_to_the_shared_steps() -> None:
+    assert monitoring_flow.ct_steps is ct_steps and training_flow.ct_steps is ct_steps
 
 
 def test_the_training_flow_steps_reach_the_replays_gate_verdicts(scenario: Scenario, run: PolicyRun) -> None:
@@ -95,13 +101,13 @@ def test_the_monitoring_flow_steps_fire_and_decide_as_the_replay(scenario: Scena
             (c for c in run.champions.values() if c.trained_on < m.day), key=lambda c: c.trained_on
         )
         labels = pd.concat([d.labels for d in scenario.days[: m.day - delay]], ignore_index=True)
-        inputs = monitoring_flow.MonitoringInputs(
+        inputs = MonitoringInputs(
             timeline=timeline,
             windows=window,
             champion_version=champion.version,
             reference=champion.reference,
             baseline=champion.baseline,
-            predictions=ct_steps.with_batches(pd.concat(served, ignore_index=True), timeline),
+            predictions=with_batches(pd.concat(served, ignore_index=True), timeline),
             labels=labels,
         )
         signals, labelled = monitoring_flow.signals_of.fn(cfg, inputs)

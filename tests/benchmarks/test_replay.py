@@ -13,7 +13,7 @@ import pytest
 from ctcd.app.backtest import apply_overrides
 from ctcd.config import CtcdConfig, ScenarioEvent, load_config
 from tasks import policy, training
-from tasks.drift import BATCH, join_labels
+from tasks.drift import BATCH, labelled_predictions
 from tasks.replay import PolicyRun, monitor, replay, served_predictions
 from tasks.replay_history import Scenario, agrawal_scenario, rejection, sea_scenario
 from tasks.replay_registry import FitCache, train_and_gate, training_window
@@ -128,7 +128,7 @@ def test_monitoring_reads_the_prediction_log_format(scenario: Scenario) -> None:
     served = scenario.days[WARMUP]  # day WARMUP + 1, the first served day
     log = served_predictions(cfg, served, champion)
     assert {"request_id", "served_at", "probability", "prediction", "model_version"} <= set(log.columns)
-    joined = join_labels(log, served.labels, cfg.dataset)
+    joined = labelled_predictions(log, served.labels, cfg.dataset)
     assert len(joined) == len(log)
     assert set(joined[BATCH]) == {served.batch_id}
     # the day it was served, none of its labels are visible to the policy; the next day all of them are

@@ -15,7 +15,7 @@ from ctcd.batches import file_batch, read_batch, validated_batches
 from ctcd.config import CtcdConfig, ScenarioEvent
 from ctcd.stream.scenario import CORRUPTIONS, generate_day
 from ctcd.workspace import Workspace
-from flows.ingest import judge_batch_file, open_data_gate
+from tasks.ingest import judge_batch_file, open_data_gate
 from tasks.suite import bootstrap_suite, dump_suite
 from tasks.validation import judge
 

@@ -310,8 +310,7 @@ def test_csv_labels_reach_training_and_monitoring(workspace: Workspace, tmp_path
 
     from ctcd.batches import BatchRecord, sha256_of
     from ctcd.cadence import workspace_timeline
-    from flows.monitoring import read_labels
-    from flows.training import validated_files
+    from ctcd.ct_inputs import read_labels, validated_files
 
     cfg = load_config(_config(tmp_path, {"kind": "files", "path": str(tmp_path)}))
     path = workspace.validated / "b-001.parquet"

@@ -80,7 +80,7 @@ def test_dask_task_runner_runs_flow_tasks_on_the_cluster_workers(
     from prefect import flow, task
     from prefect.testing.utilities import prefect_test_harness
 
-    from tasks.distributed_training import dask_task_runner
+    from flows.task_runners import dask_task_runner
 
     cfg = default_config.model_copy(
         update={
@@ -111,10 +111,11 @@ def test_the_module_imports_and_explains_itself_without_dask() -> None:
         "import sys\n"
         "for name in ('dask', 'dask.dataframe', 'distributed', 'prefect_dask'):\n"
         "    sys.modules[name] = None\n"
-        "import tasks.distributed_training as t\n"
+        "import tasks.distributed_training\n"
+        "from flows.task_runners import dask_task_runner\n"
         "from ctcd.config import load_config\n"
         "try:\n"
-        "    t.dask_task_runner(load_config())\n"
+        "    dask_task_runner(load_config())\n"
         "except Exception as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )

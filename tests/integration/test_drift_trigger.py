@@ -202,7 +202,7 @@ def run_artifacts(flow_run_id: UUID) -> list:
 def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deployment, workspace):
     import mlflow
 
-    from flows.monitoring import decision_log
+    from ctcd.policy_state import decision_log
 
     before = training_runs(training_deployment, 0, settle=0)
     reference = make_rows(3000, seed=1).drop(columns=["served_at", "model_version", "request_id", "row_id"])

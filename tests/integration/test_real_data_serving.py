@@ -161,7 +161,7 @@ def test_served_text_categories_reach_the_log_and_monitoring(shop):
     assert "bought" not in log and "visited_at" not in log  # accepted and ignored
 
     labels = live[["visit_id", "bought"]]
-    labelled = drift.join_labels(log, labels, ds)
+    labelled = drift.labelled_predictions(log, labels, ds)
     assert len(labelled) == len(live)
     today = datetime.now(UTC).date()
     evaluation_metrics = registry.load_evaluation(cfg, ws, ref)["metrics"]

@@ -58,7 +58,7 @@ def _ids(days: range) -> list[str]:
 def test_ingest_pulls_from_the_source_and_never_judges_a_batch_twice(
     workspace: Workspace, default_config: CtcdConfig, tmp_path: Path
 ):
-    from flows.ingest import ingest
+    from tasks.ingest import ingest
 
     cfg = load_config(_files_source_config(default_config, tmp_path))
     first = ingest(cfg, workspace, through="2026-01-03")

@@ -1,7 +1,7 @@
 """Guarantee 5: hostile batch files are quarantined with a clear reason; nothing outside the workspace is
 read or written.
 
-One ingest run (`flows.ingest.ingest`, the code the flow and `ctcd validate` share) judges a clean batch
+One ingest run (`tasks.ingest.ingest`, the code the flow and `ctcd validate` share) judges a clean batch
 and every hostile file side by side: formula-like strings, a 5 MB cell, 100k columns (CSV) and 5k
 columns (Parquet), deeply nested JSON, a deeply nested Parquet column, Parquet whose pandas metadata lies,
 CSV bytes named .parquet, and symbolic links out of the landing area (to a valid batch, and dangling).
@@ -117,7 +117,7 @@ def land_hostile_files(cfg: CtcdConfig, ws: Workspace, outside: Path) -> dict[st
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory, default_config: CtcdConfig):
     """One ingest run over the clean batch and every hostile file."""
-    from flows.ingest import ingest
+    from tasks.ingest import ingest
 
     root = tmp_path_factory.mktemp("hostile")
     with pytest.MonkeyPatch.context() as mp:

@@ -14,7 +14,7 @@ from tasks.drift import (
     batch_accuracy,
     compute_signals,
     estimate_onset,
-    join_labels,
+    labelled_predictions,
     latest_batches,
     performance,
 )
@@ -84,7 +84,7 @@ def signals_for(reference: pd.DataFrame, days: list[pd.DataFrame]):
     labels = logged[["row_id", "label"]]
     predictions = logged.drop(columns=["label"])
     current = predictions[pd.to_datetime(predictions["served_at"]).dt.date == TODAY]
-    labelled = join_labels(predictions, labels, DATASET)
+    labelled = labelled_predictions(predictions, labels, DATASET)
     return compute_signals(
         reference, current, labelled, BASELINE, DATASET, POLICY, (str(TODAY), str(TODAY)), model_version="3"
     )
@@ -158,7 +158,7 @@ def test_batch_accuracy_and_latest_batches():
     rows = pd.concat(
         [make_rows(400, seed=8, day=TODAY - timedelta(days=1)), make_rows(400, seed=9, concept=True)]
     )
-    labelled = join_labels(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
+    labelled = labelled_predictions(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
     daily = batch_accuracy(labelled, DATASET)  # without a batch column: the served date
     assert [s.batch for s in daily] == [(TODAY - timedelta(days=1)).isoformat(), TODAY.isoformat()]
     assert daily[0].accuracy > 0.9 > daily[1].accuracy
@@ -171,6 +171,6 @@ def test_batch_accuracy_and_latest_batches():
 
 def test_performance_without_baseline_accuracy_is_not_evaluated():
     rows = make_rows(600, seed=11)
-    labelled = join_labels(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
+    labelled = labelled_predictions(rows.drop(columns=["label"]), rows[["row_id", "label"]], DATASET)
     p = performance(labelled, {"roc_auc": 0.9}, DATASET, POLICY)
     assert not p.evaluated and "no accuracy" in p.note

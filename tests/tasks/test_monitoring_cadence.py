@@ -2,7 +2,7 @@
 
 Each scenario replays seven batches through the real prediction log (`PredictionLogWriter`) and real label
 files that land one batch late, then runs monitoring's own steps (timeline, current batch, windows, reads,
-signals, policy) as `flows.monitoring` does, minus the registry. A concept drift starts with the sixth
+signals, policy) as `flows/monitoring.py` does, minus the registry. A concept drift starts with the sixth
 batch: the performance signal must see it when that batch's labels arrive, one batch later, whatever a
 batch is (with windows counted in days, monthly batches never saw a label).
 """
@@ -16,17 +16,12 @@ import pytest
 
 from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig
+from ctcd.ct_inputs import current_batch, read_labels, read_window
 from ctcd.prediction_log import PredictionLogWriter
-from flows.monitoring import (
-    MonitoringInputs,
-    current_batch,
-    new_labelled_rows,
-    read_labels,
-    read_window,
-    signals_of,
-    windows,
-)
+from flows.monitoring import signals_of
+from tasks.ct_steps import new_labelled_rows, windows
 from tasks.drift import BATCH
+from tasks.monitoring import MonitoringInputs
 from tasks.policy import PolicyState, decide
 from tests.tasks.test_drift import BASELINE, DATASET, make_rows
 

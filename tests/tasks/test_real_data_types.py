@@ -168,7 +168,7 @@ def test_monitoring_joins_text_labels_and_a_feature_named_day(cfg, split):
     logged = _logged(reference, cfg, today)
     labels = pd.DataFrame({"visit_id": logged["visit_id"], "bought": reference["bought"]})
 
-    labelled = drift.join_labels(logged, labels, ds)
+    labelled = drift.labelled_predictions(logged, labels, ds)
     assert "day" in labelled and labelled["day"].tolist() == logged["day"].tolist()  # the user's day kept
     truth = (reference["bought"] == "yes").astype(int)
     expected = float((reference["prediction"] == truth).mean())

@@ -30,7 +30,8 @@ def monitor(
     """
     cfg, _ = options.load(config)
     from ctcd.app.console import hide_expected_tracebacks
-    from flows.monitoring import monitoring_flow, verdict_rows
+    from flows.monitoring import monitoring_flow
+    from tasks.monitoring import verdict_rows
 
     hide_expected_tracebacks()
     outcome = monitoring_flow(str(cfg.source) if cfg.source else None, batch)

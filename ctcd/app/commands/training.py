@@ -13,7 +13,7 @@ from ctcd.app.commands import options
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
-    from flows.training import TrainingReport
+    from tasks.training_run import TrainingReport
 
 
 def _config_path(config: Path | None) -> str | None:

@@ -32,7 +32,7 @@ def validate(
     """Run the data gate on batch files, moving each to validated/ or quarantine/; exit 1 on a rejection."""
     from ctcd.batches import ingest_lock
     from ctcd.errors import BatchRejected, UsageError
-    from flows.ingest import judge_batch_file, open_data_gate
+    from tasks.ingest import judge_batch_file, open_data_gate
     from tasks.validation import failure_lines
 
     cfg, ws = load(config)
@@ -198,7 +198,7 @@ def batch_release(
     """Re-validate a quarantined batch against the current suite, or force-admit it with a recorded reason."""
     from ctcd.batches import force_release
     from ctcd.errors import BatchRejected, UsageError
-    from flows.ingest import revalidate
+    from tasks.ingest import revalidate
 
     cfg, ws = load(config)
     if reason and not force:
