@@ -327,24 +327,6 @@ def _memoize_configurations() -> None:
     to_domain_obj = ExpectationConfiguration.to_domain_obj
     graph_validate = Validator.graph_validate
 
-    def _configuration(self: Any) -> Any:
-        memo = _CONFIGURATIONS.get()
-        if memo is None:
-            return build(self)
-        hit = memo.get(id(self))
-        if hit is None or hit[0] is not self:
-            hit = memo[id(self)] = (self, build(self))
-        return hit[1]
-
-    def _to_domain_obj(self: Any) -> Any:
-        memo = _CONFIGURATIONS.get()
-        if memo is None:
-            return to_domain_obj(self)
-        hit = memo.get(id(self))
-        if hit is None or hit[0] is not self:
-            hit = memo[id(self)] = (self, to_domain_obj(self))
-        return hit[1]
-
     def _graph_validate_once(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _CONFIGURATIONS.set({})
         try:
@@ -352,9 +334,23 @@ def _memoize_configurations() -> None:
         finally:
             _CONFIGURATIONS.reset(token)
 
-    Expectation.configuration = property(_configuration, doc=Expectation.configuration.__doc__)
-    ExpectationConfiguration.to_domain_obj = _to_domain_obj
+    _graph_validate_once.__wrapped__ = graph_validate  # GX's own, for the benchmark's A/B and the tests
+    Expectation.configuration = property(_once_per_validation(build), doc=Expectation.configuration.__doc__)
+    ExpectationConfiguration.to_domain_obj = _once_per_validation(to_domain_obj)
     Validator.graph_validate = _graph_validate_once
+
+
+def _once_per_validation(build: Any) -> Any:
+    def once(self: Any) -> Any:
+        memo = _CONFIGURATIONS.get()
+        if memo is None:
+            return build(self)
+        hit = memo.get(id(self))
+        if hit is None or hit[0] is not self:  # the object is held in the memo: its id is not reused
+            hit = memo[id(self)] = (self, build(self))
+        return hit[1]
+
+    return once
 
 
 def _trust_unchanged_stores() -> None:
