@@ -44,7 +44,7 @@ class _Freshness:
     """A gate's proof of freshness: store contents when each of its own GX objects was last found fresh."""
 
     root: Path
-    seen: dict[int, tuple[Any, bytes]] = field(default_factory=dict)  # id(obj) -> (obj, store contents)
+    seen: dict[int, tuple[Any, bytes, Any]] = field(default_factory=dict)  # id -> (obj, contents, type)
 
     def contents(self) -> bytes:
         parts = [_read(self.root / name) for name in _STORE_FILES]
