@@ -13,6 +13,7 @@ import pytest
 
 from ctcd.batches import file_batch, read_batch, validated_batches
 from ctcd.config import CtcdConfig, ScenarioEvent
+from ctcd.gx_gate import open_gate
 from ctcd.stream.scenario import CORRUPTIONS, generate_day
 from ctcd.workspace import Workspace
 from tasks.ingest import judge_batch_file, open_data_gate
@@ -471,3 +472,57 @@ def test_cli_suite_init_from_several_batches(default_config: CtcdConfig, tmp_pat
     assert again.read_text() == out.read_text()
     nothing = runner.invoke(app, ["suite", "init", "--from", str(tmp_path / "1999-*.csv"), "-c", config])
     assert isinstance(nothing.exception, UsageError) and "matches no file" in str(nothing.exception)
+
+
+# ---------------------------------------------------------------------- ctcd patches of GX (gx_gate.py)
+
+
+def test_the_gx_patches_were_read_against_the_installed_gx():
+    import great_expectations as gx
+
+    from ctcd import gx_gate
+
+    gx_gate._gx()
+    assert gx.__version__ == gx_gate.GX_VERSION, (
+        "GX changed: re-read the patches in ctcd/gx_gate.py (_project_column_domains,"
+        " _memoize_configurations,"
+        " _trust_unchanged_stores, _keep_stored_result) against it, then update GX_VERSION"
+    )
+
+
+def test_the_patched_gate_says_what_gx_alone_says(setup, clean, monkeypatch):
+    """The patches change how GX gets to a result, not the result: the same one through GX's own paths."""
+    from great_expectations.validator.validator import Validator
+
+    gate = setup[2]
+    bad = _nulls(clean)
+    bad.loc[bad.index[:5], "age"] = 500
+    ours = gate.validate(bad, "patched")
+    assert ours.success is False and ours.detailed is True
+    monkeypatch.setattr(Validator, "graph_validate", Validator.graph_validate.__wrapped__)
+    # Outside `validate`: GX's own freshness checks and result serialization too.
+    run = gate.details.run(batch_parameters={"dataframe": bad})
+    theirs = next(iter(run.run_results.values())).to_json_dict()
+    for key in ("success", "statistics", "suite_name", "results"):
+        assert ours.result[key] == theirs[key], key
+
+
+def test_the_result_ctcd_reads_is_the_one_gx_stored(setup, clean):
+    _, ws, gate = setup
+    run = gate.validate(_nulls(clean), "stored")
+    results = (ws.gx_root / "uncommitted" / "validations").rglob("*.json")
+    stored = max(results, key=lambda p: p.stat().st_mtime_ns)
+    assert json.loads(stored.read_text(encoding="utf-8")) == run.result
+
+
+def test_a_gate_whose_gx_stores_were_rewritten_is_checked_by_gx_again(setup, clean, tmp_path):
+    """Freshness checks are skipped only while the store files are unchanged: a re-opened gate is seen."""
+    cfg = setup[0]
+    ws = Workspace.open(tmp_path / "home")
+    first = open_gate(ws, cfg.gates.data.suite)
+    assert first.validate(clean, "first").success
+    assert first.validate(clean, "again").success
+    second = open_gate(ws, cfg.gates.data.suite)  # replaces the suite, definition and checkpoints (new ids)
+    with pytest.raises(Exception, match="has changed since"):
+        first.validate(clean, "stale")
+    assert second.validate(clean, "second").success
