@@ -300,11 +300,11 @@ class Registry:
 
     # --- alias moves and their audit log ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def promotion_lock(self, timeout: float = PROMOTION_LOCK_TIMEOUT) -> Iterator[None]:
-        """Hold the workspace's champion lock: one champion move at a time across this machine's processes."""
-        with file_lock(self.ws.audit / "champion.lock", timeout, "another champion move"):
-            yield
+    def promotion_lock(
+        self, timeout: float = PROMOTION_LOCK_TIMEOUT
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold the workspace's champion lock (see `promotion_lock`)."""
+        return promotion_lock(self.ws, timeout)
 
     def move_alias(
         self,
@@ -332,8 +332,7 @@ class Registry:
         if alias == CHAMPION:
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.champion_since", now)
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.promotion_reason", reason)
-        with self._audit_file().open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        _append_audit(self.ws, entry)
         return entry
 
     def promote(
@@ -374,27 +373,53 @@ class Registry:
             extra = {"action": "rollback", "from": current.version}
             return self.move_alias(CHAMPION, target, reason, actor, extra)
 
-    def _audit_file(self) -> Path:
-        return self.ws.audit / "promotions.jsonl"
-
     def alias_history(self, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
-        """Every recorded alias move, oldest first (only `alias` when given). Reads the audit log only."""
-        path = self._audit_file()
-        if not path.exists():
-            return []
-        entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [e for e in entries if alias is None or e["alias"] == alias]
+        """Every recorded alias move, oldest first (see `alias_history`)."""
+        return alias_history(self.ws, alias)
 
     def champion_stack(self) -> list[str]:
-        """The champion versions in promotion order, with rolled-back ones removed (last = current)."""
-        stack: list[str] = []
-        for entry in self.alias_history(CHAMPION):
-            if entry.get("action") == "rollback":
-                if stack:
-                    stack.pop()
-            else:
-                stack.append(entry["version"])
-        return stack
+        """The champion versions in promotion order, rolled-back ones removed (see `champion_stack`)."""
+        return champion_stack(self.ws)
+
+
+# --- The workspace's side: the promotion lock and the audit log (no MLflow call) -------------------------
+
+
+@contextlib.contextmanager
+def promotion_lock(ws: Workspace, timeout: float = PROMOTION_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the workspace's champion lock: one champion move at a time across processes on this machine."""
+    with file_lock(ws.audit / "champion.lock", timeout, "another champion move"):
+        yield
+
+
+def _audit_file(ws: Workspace) -> Path:
+    return ws.audit / "promotions.jsonl"
+
+
+def _append_audit(ws: Workspace, entry: dict[str, Any]) -> None:
+    with _audit_file(ws).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def alias_history(ws: Workspace, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
+    """Every recorded alias move, oldest first (only `alias` when given)."""
+    path = _audit_file(ws)
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [e for e in entries if alias is None or e["alias"] == alias]
+
+
+def champion_stack(ws: Workspace) -> list[str]:
+    """The champion versions in promotion order, with rolled-back ones removed (last = current)."""
+    stack: list[str] = []
+    for entry in alias_history(ws, CHAMPION):
+        if entry.get("action") == "rollback":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(entry["version"])
+    return stack
 
 
 def _actor() -> str:

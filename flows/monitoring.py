@@ -159,7 +159,7 @@ def load_inputs(
     """The champion's reference and evaluation, the logged predictions and the arrived labels."""
     from ctcd import registry
 
-    evaluation = registry.load_evaluation(cfg, ws, champ)
+    evaluation = registry.Registry(cfg, ws).load_evaluation(champ)
     window = windows(cfg, timeline, batch)
     predictions = read_window(ws, timeline, window.lookback)
     if current_window(predictions, window.current).empty:
@@ -172,7 +172,7 @@ def load_inputs(
         timeline=timeline,
         windows=window,
         champion_version=champ.version,
-        reference=registry.load_reference(cfg, ws, champ),
+        reference=registry.Registry(cfg, ws).load_reference(champ),
         baseline={k: v for k, v in evaluation.get("metrics", {}).items() if isinstance(v, int | float)},
         predictions=predictions,
         labels=read_labels(cfg, ws, timeline, window.lookback[0]),
@@ -250,7 +250,7 @@ def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool 
         for e in registry.alias_history(ws)
         if e.get("model") == cfg.registered_model_name and e.get("action") != "rollback"
     }
-    found = [(ref.version, ref.tags) for ref in registry.versions(cfg, ws)]
+    found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, ws).versions()]
     return training_outcome(found, champions, episode.retrained_on)
 
 
@@ -433,9 +433,7 @@ def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> s
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "monitoring-summary.json"
         summary.write_text(json.dumps(outcome.summary(), indent=2, sort_keys=True), encoding="utf-8")
-        return registry.log_monitoring(
-            cfg,
-            ws,
+        return registry.Registry(cfg, ws).log_monitoring(
             signal_metrics(outcome.signals),
             model_version=outcome.champion_version,
             tags=tags,
@@ -459,7 +457,8 @@ def monitoring_flow(config_path: str | None = None, batch: str | None = None) ->
     cfg = load_config(config_path)
     ws = Workspace.open()
     timeline = workspace_timeline(cfg, ws)
-    champ = registry.require_champion(cfg, ws)  # the first thing a new workspace lacks: say it first
+    # The first thing a new workspace lacks: say it first.
+    champ = registry.Registry(cfg, ws).require_champion()
     current = current_batch(ws, timeline, batch)
     promoted = retrain_outcome(cfg, ws, read_state(ws, timeline, current))
     outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, timeline, current), promoted)

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 import tasks.ct_steps as steps_module
 import tasks.model as model_module
 import tasks.training as training_module
-from ctcd import batches, registry
+from ctcd import batches, registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import WorkFailed
 from ctcd.features import model_input
@@ -163,7 +163,7 @@ def _candidate_run(
     baseline_report: evaluation.EvaluationReport,
     proba: Any,
     tags: dict[str, str],
-) -> registry.CandidateRun:
+) -> tracking.CandidateRun:
     best = result.best
     y_test = target_vector(split.test, cfg.dataset).to_numpy()
     importance = evaluation.feature_importance(best.model, split.test, cfg)
@@ -187,7 +187,7 @@ def _candidate_run(
         **cost.metrics(),
     }
     children = [
-        registry.ChildRun(
+        tracking.ChildRun(
             name=f"candidate-{i}",
             params={**c.params, "best_iteration": c.best_iteration},
             metrics={f"validation_{result.metric}": c.validation_score, "fit_seconds": c.fit_seconds},
@@ -195,14 +195,14 @@ def _candidate_run(
         for i, c in enumerate(result.candidates)
     ]
     train_rows = pd.concat([split.train, split.validation], ignore_index=True)
-    return registry.CandidateRun(
+    return tracking.CandidateRun(
         model=best.model,
         params=params,
         metrics=metrics,
         evaluation=report.model_dump(mode="json"),
         reference=evaluation.reference_sample(best.model, train_rows, cfg, cfg.training.reference_rows),
         input_example=features_frame(split.test.head(5), cfg.dataset),
-        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
+        batches=[tracking.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
         config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         tags=tags,
         figures={
@@ -239,13 +239,13 @@ def _baseline_run(
     baseline_report: evaluation.EvaluationReport,
     baseline_proba: Any,
     tags: dict[str, str],
-) -> registry.CandidateRun:
+) -> tracking.CandidateRun:
     """The baseline logged like a candidate (same model contract, lineage and artifacts): with no champion
     and a candidate no better than it, the baseline is the first model served."""
     y_test = target_vector(split.test, cfg.dataset).to_numpy()
     train_rows = pd.concat([split.train, split.validation], ignore_index=True)
     kind = baseline_kind(cfg)
-    return registry.CandidateRun(
+    return tracking.CandidateRun(
         model=baseline,
         params={
             "model.kind": kind,
@@ -257,7 +257,7 @@ def _baseline_run(
         evaluation=baseline_report.model_dump(mode="json"),
         reference=evaluation.reference_sample(baseline, train_rows, cfg, cfg.training.reference_rows),
         input_example=features_frame(split.test.head(5), cfg.dataset),
-        batches=[registry.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
+        batches=[tracking.LoggedBatch(b.batch_id, b.sha256, b.source, b.frame) for b in inputs],
         config_yaml=yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
         tags={**tags, "ctcd.model_kind": kind, "ctcd.role": "baseline"},
         figures={
@@ -269,30 +269,32 @@ def _baseline_run(
 
 
 @task(name="register-candidate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
-def register_candidate(cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun) -> registry.ModelRef:
+def register_candidate(cfg: CtcdConfig, ws: Workspace, run: tracking.CandidateRun) -> registry.ModelRef:
     """Log the run and register the candidate as the new `challenger` version."""
-    return registry.log_candidate(cfg, ws, run)
+    return registry.Registry(cfg, ws).log_candidate(run)
 
 
 @task(name="register-baseline", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def register_baseline(
-    cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun, candidate: registry.ModelRef
+    cfg: CtcdConfig, ws: Workspace, run: tracking.CandidateRun, candidate: registry.ModelRef
 ) -> registry.ModelRef:
     """Register the baseline as a model version; the `challenger` alias stays on the candidate."""
-    ref = registry.log_candidate(cfg, ws, run)
-    registry.move_alias(cfg, ws, registry.CHALLENGER, candidate, reason="the candidate stays the challenger")
+    ref = registry.Registry(cfg, ws).log_candidate(run)
+    registry.Registry(cfg, ws).move_alias(
+        registry.CHALLENGER, candidate, reason="the candidate stays the challenger"
+    )
     return ref
 
 
 @task(name="score-champion", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def score_champion(cfg: CtcdConfig, ws: Workspace, split: Split) -> tuple[registry.ModelRef | None, Any]:
     """The current champion and its probabilities on the candidate's holdout (None before the first)."""
-    ref = registry.champion(cfg, ws)
+    ref = registry.Registry(cfg, ws).champion()
     if ref is None:
         return None, None
-    champion = registry.load_model(cfg, ws, ref)
+    champion = registry.Registry(cfg, ws).load_model(ref)
     # In the form the champion was trained on (its signature), should a categorical have changed type.
-    X = model_input(split.test, cfg.dataset, registry.text_categories(cfg, ws, ref))
+    X = model_input(split.test, cfg.dataset, registry.Registry(cfg, ws).text_categories(ref))
     return ref, positive_proba(champion, X)
 
 
@@ -320,8 +322,8 @@ def record_decision(
     tags: dict[str, str] | None = None,
 ) -> None:
     """Save the decision with the version (artifact + tags: by default the candidate's)."""
-    registry.record_decision(
-        cfg, ws, ref, decision.model_dump(mode="json"), tags or model_gate.decision_tags(decision)
+    registry.Registry(cfg, ws).record_decision(
+        ref, decision.model_dump(mode="json"), tags or model_gate.decision_tags(decision)
     )
 
 
@@ -336,8 +338,8 @@ def promote(
 ) -> bool:
     """Move `champion` to the blessed candidate unless another run moved it since the gate (then False)."""
     try:
-        registry.promote(
-            cfg, ws, ref, reason, actor="ctcd-training", extra=extra, expected_champion=gated_against
+        registry.Registry(cfg, ws).promote(
+            ref, reason, actor="ctcd-training", extra=extra, expected_champion=gated_against
         )
     except registry.ChampionMoved as exc:
         get_run_logger().warning("%s", exc)
@@ -359,10 +361,12 @@ def _report_artifacts(
     create_table_artifact(
         rows, key="training-metrics", description=f"Holdout metrics of version {report.version}"
     )
-    create_link_artifact(registry.run_url(cfg, ws, report.run_id), link_text="MLflow run", key="mlflow-run")
+    create_link_artifact(
+        registry.Registry(cfg, ws).run_url(report.run_id), link_text="MLflow run", key="mlflow-run"
+    )
     ref = registry.ModelRef(report.model_name, report.version, report.run_id)
     create_link_artifact(
-        registry.model_version_url(cfg, ws, ref),
+        registry.Registry(cfg, ws).model_version_url(ref),
         link_text=f"model version {report.version}",
         key="model-version",
     )
