@@ -37,7 +37,8 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = 3, delay_s: flo
         try:
             return fn()
         except Exception as exc:
-            if not _is_connection_error(exc):
+            # One that already says which server did not answer is passed on as it is.
+            if isinstance(exc, DependencyUnavailable) or not is_connection_error(exc):
                 raise
             if attempt == attempts - 1:
                 raise DependencyUnavailable(f"{what} did not answer: {first_line(exc)}") from exc
@@ -50,7 +51,8 @@ def answered(fn: Callable[[], T], what: str) -> T:
     return with_retries(fn, what, attempts=1)
 
 
-def _is_connection_error(exc: Exception) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` says the server never answered (refused, timed out, out of retries)."""
     text = f"{type(exc).__name__} {exc}"
     return any(s in text for s in ("ConnectionError", "Connection refused", "Max retries", "ConnectTimeout"))
 

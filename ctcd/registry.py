@@ -14,16 +14,24 @@ move_alias, rollback), recorded in the workspace's audit log (`alias_history`, `
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ctcd.errors import NoChampion, UsageError, WorkFailed
-from ctcd.mlflow_connection import Connection, answered, connect, first_line, tracking_uri
+from ctcd.mlflow_connection import (
+    Connection,
+    answered,
+    connect,
+    first_line,
+    is_connection_error,
+    tracking_uri,
+)
 from ctcd.tracking import (
     DECISION_ARTIFACT,
     EVALUATION_ARTIFACT,
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
 
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -97,6 +107,16 @@ def _ref(mv: Any) -> ModelRef:
 # --- The registry object ------------------------------------------------------------------------------------
 
 
+def _answered(method: F) -> F:
+    """Server calls of this method end in DependencyUnavailable, naming the server, when it is down."""
+
+    @functools.wraps(method)
+    def call(self: Registry, *args: Any, **kwargs: Any) -> Any:
+        return answered(lambda: method(self, *args, **kwargs), f"MLflow at {self.uri}")
+
+    return call  # type: ignore[return-value]
+
+
 class Registry:
     """One project's registered model in MLflow, plus the workspace's audit log of alias moves.
 
@@ -136,6 +156,7 @@ class Registry:
 
     # --- reading ------------------------------------------------------------------------------------------
 
+    @_answered
     def by_alias(self, alias: str) -> ModelRef | None:
         """The version an alias points at, or None when the model or alias does not exist yet."""
         from mlflow.exceptions import MlflowException
@@ -143,7 +164,8 @@ class Registry:
         try:
             mv = self.client.get_model_version_by_alias(self.model_name, alias)
         except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            missing = "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower()
+            if missing and not is_connection_error(exc):
                 return None
             raise
         return _ref(mv)
@@ -161,6 +183,7 @@ class Registry:
             )
         return ref
 
+    @_answered
     def version(self, number: str | int) -> ModelRef:
         """One version of the registered model, by number."""
         from mlflow.exceptions import MlflowException
@@ -168,14 +191,18 @@ class Registry:
         try:
             mv = self.client.get_model_version(self.model_name, str(number))
         except MlflowException as exc:
+            if is_connection_error(exc):
+                raise
             raise UsageError(f"model {self.model_name!r} has no version {number}") from exc
         return _ref(mv)
 
+    @_answered
     def versions(self) -> list[ModelRef]:
         """Every version of the registered model, newest first."""
         found = self.client.search_model_versions(f"name = '{self.model_name}'")
         return sorted((_ref(mv) for mv in found), key=lambda r: int(r.version), reverse=True)
 
+    @_answered
     def load_model(self, ref: ModelRef) -> Any:
         """The scikit-learn estimator of a model version (predict_proba on the dataset's features)."""
         import mlflow.sklearn
@@ -183,6 +210,7 @@ class Registry:
         self._connection()
         return mlflow.sklearn.load_model(ref.uri)
 
+    @_answered
     def text_categories(self, ref: ModelRef) -> dict[str, bool]:
         """Which categorical features a model version takes as text (per its logged signature).
 
@@ -194,6 +222,8 @@ class Registry:
         try:
             signature = mlflow.models.get_model_info(ref.uri).signature
         except Exception as exc:
+            if is_connection_error(exc):
+                raise
             raise WorkFailed(
                 f"cannot read the signature of model version {ref.version}: {first_line(exc)}"
             ) from exc
@@ -210,23 +240,28 @@ class Registry:
         self._connection()
         return Path(mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=artifact))
 
+    @_answered
     def load_reference(self, ref: ModelRef) -> pd.DataFrame:
         """The reference sample stored with a model version (features, target, probability, prediction)."""
         import pandas as pd
 
         return pd.read_parquet(self._download(ref, REFERENCE_ARTIFACT))
 
+    @_answered
     def load_evaluation(self, ref: ModelRef) -> dict[str, Any]:
         """The holdout evaluation stored with a model version (`{"metrics": {...}, ...}`)."""
         return json.loads(self._download(ref, EVALUATION_ARTIFACT).read_text(encoding="utf-8"))
 
+    @_answered
     def load_decision(self, ref: ModelRef) -> dict[str, Any] | None:
         """The gate decision stored with a model version, or None when it was never judged."""
         from mlflow.exceptions import MlflowException
 
         try:
             local = self._download(ref, DECISION_ARTIFACT)
-        except (MlflowException, OSError):
+        except (MlflowException, OSError) as exc:
+            if is_connection_error(exc):
+                raise
             return None
         return json.loads(local.read_text(encoding="utf-8"))
 
@@ -234,6 +269,7 @@ class Registry:
         configured = self.cfg.tracking.tracking_uri
         return configured.rstrip("/") if configured and configured.startswith("http") else None
 
+    @_answered
     def run_url(self, run_id: str) -> str:
         """Where a person can look at a run: the MLflow UI for a server, else the run's artifact folder."""
         run = self.client.get_run(run_id)
@@ -249,6 +285,7 @@ class Registry:
 
     # --- tracking -----------------------------------------------------------------------------------------
 
+    @_answered
     def log_candidate(self, run: CandidateRun) -> ModelRef:
         """Log one trained candidate as a run, register it as a new version and point `challenger` at it."""
         client, experiment_id = self.client, self.experiment_id
@@ -263,6 +300,7 @@ class Registry:
         self.move_alias(CHALLENGER, ref, reason=reason, extra={"run_id": logged.run_id})
         return self.version(logged.version)
 
+    @_answered
     def record_decision(self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str]) -> None:
         """Store a gate decision as `gate/decision.json` in the version's run and as tags on the version."""
         client = self.client
@@ -279,6 +317,7 @@ class Registry:
                 "MLflow",
             )
 
+    @_answered
     def log_monitoring(
         self,
         metrics: dict[str, float],
@@ -306,6 +345,7 @@ class Registry:
         """Hold the workspace's champion lock (see `promotion_lock`)."""
         return promotion_lock(self.ws, timeout)
 
+    @_answered
     def move_alias(
         self,
         alias: str,
@@ -335,6 +375,7 @@ class Registry:
         _append_audit(self.ws, entry)
         return entry
 
+    @_answered
     def promote(
         self,
         ref: ModelRef,
@@ -359,6 +400,7 @@ class Registry:
                     )
             return self.move_alias(CHAMPION, ref, reason, actor, {"action": "promote", **(extra or {})})
 
+    @_answered
     def rollback(self, reason: str, actor: str | None = None) -> dict[str, Any]:
         """Move `champion` back to the champion before the current one; recorded like a promotion."""
         with self.promotion_lock():
