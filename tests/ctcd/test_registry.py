@@ -227,3 +227,16 @@ def test_only_xgboost_and_sklearn_types_are_trusted():
     x = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0]})
     found = tracking.trusted_types(XGBClassifier(n_estimators=2, n_jobs=1).fit(x, [0, 1, 0, 1]))
     assert "xgboost.sklearn.XGBClassifier" in found
+
+
+def test_importing_the_registry_loads_neither_mlflow_nor_skops():
+    """Commands that never log a model do not pay for skops (seconds per fresh process) or MLflow."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("mlflow", "skops", "sklearn")
+    code = f"import sys, ctcd.registry, ctcd.tracking; print([m for m in {heavy!r} if m in sys.modules])"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
