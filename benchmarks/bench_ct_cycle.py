@@ -142,7 +142,7 @@ def main() -> None:
         from ctcd import registry
 
         flow(lambda: None, name="warm-up")()
-        registry.connect(cfg, ws)
+        registry.Registry.open(cfg, ws)
 
     def orchestrated() -> tuple[float, str]:
         from flows.training import training_flow

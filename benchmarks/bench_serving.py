@@ -65,7 +65,7 @@ def register_champion(cfg: CtcdConfig, ws: Workspace) -> registry.ModelRef:
     from mlflow.models import infer_signature
     from xgboost import XGBClassifier
 
-    registry.connect(cfg, ws)
+    registry.Registry.open(cfg, ws)
     x = synthetic_rows(cfg, 5000)
     first = cfg.dataset.numerical_features[0]
     y = (x[first] > x[first].median()).astype(int)
@@ -82,8 +82,8 @@ def register_champion(cfg: CtcdConfig, ws: Workspace) -> registry.ModelRef:
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             pip_requirements=["scikit-learn", "xgboost"],
         )
-    ref = registry.version(cfg, ws, info.registered_model_version)
-    registry.move_alias(cfg, ws, registry.CHAMPION, ref, reason="benchmark")
+    ref = registry.Registry(cfg, ws).version(info.registered_model_version)
+    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="benchmark")
     return ref
 
 
@@ -333,7 +333,7 @@ def main() -> None:
     print(f"model: XGBoost {cfg.model.params}, version {ref.version}; load: {tool}, {args.connections} conns")
 
     results: dict[str, dict] = {}
-    model = registry.load_model(cfg, ws, ref)
+    model = registry.Registry(cfg, ws).load_model(ref)
     results["in-process predict_proba"] = measure_in_process(
         model, pd.DataFrame([row], columns=cfg.dataset.features, dtype="float64"), 5.0
     )

@@ -55,11 +55,10 @@ def rollback_champion(config_path: str | None, to_version: str, failed_version: 
     """Point `champion` back at the version served before the failed one."""
     cfg = load_config(config_path)
     ws = Workspace.open()
-    ref = registry.version(cfg, ws, to_version)
-    with registry.promotion_lock(ws):
-        return registry.move_alias(
-            cfg,
-            ws,
+    reg = registry.Registry(cfg, ws)
+    ref = reg.version(to_version)
+    with reg.promotion_lock():
+        return reg.move_alias(
             registry.CHAMPION,
             ref,
             reason=f"rollback: smoke test failed for version {failed_version}: {why}",
@@ -77,7 +76,8 @@ def delivery_flow(
     """Deploy the champion (or `version`) to the live server, with a smoke test and automatic rollback."""
     cfg = load_config(config_path)
     ws = Workspace.open()
-    target = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
+    reg = registry.Registry(cfg, ws)
+    target = reg.version(version) if version else reg.require_champion()
     url = live_server_url(cfg)
     live = deploy.live_model(url)
     previous = previous_version(registry.alias_history(ws), live, target.version)
@@ -96,7 +96,7 @@ def delivery_flow(
         message="",
     )
     if not smoke.passed:
-        champion = registry.champion(cfg, ws)
+        champion = reg.champion()
         if previous and champion is not None and champion.version == target.version:
             rollback_champion(config_path, previous, target.version, smoke.error or "unknown")
             report.status = "rolled_back"

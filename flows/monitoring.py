@@ -51,7 +51,7 @@ def load_inputs(
     """The champion's reference and evaluation, the logged predictions and the arrived labels."""
     from ctcd import registry
 
-    evaluation = registry.load_evaluation(cfg, ws, champ)
+    evaluation = registry.Registry(cfg, ws).load_evaluation(champ)
     window = ct_steps.windows(cfg, timeline, batch)
     predictions = read_window(ws, timeline, window.lookback)
     monitoring.require_served(predictions, window, ws.predictions)
@@ -59,7 +59,7 @@ def load_inputs(
         timeline=timeline,
         windows=window,
         champion_version=champ.version,
-        reference=registry.load_reference(cfg, ws, champ),
+        reference=registry.Registry(cfg, ws).load_reference(champ),
         baseline=monitoring.baseline_metrics(evaluation),
         predictions=predictions,
         labels=read_labels(cfg, ws, timeline, window.lookback[0]),
@@ -87,7 +87,7 @@ def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool 
 
     if not monitoring.awaits_retrain_outcome(state):
         return None
-    found = [(ref.version, ref.tags) for ref in registry.versions(cfg, ws)]
+    found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, ws).versions()]
     return monitoring.retrain_outcome(state, cfg.registered_model_name, registry.alias_history(ws), found)
 
 
@@ -113,9 +113,7 @@ def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> s
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "monitoring-summary.json"
         summary.write_text(json.dumps(outcome.as_payload(), indent=2, sort_keys=True), encoding="utf-8")
-        return registry.log_monitoring(
-            cfg,
-            ws,
+        return registry.Registry(cfg, ws).log_monitoring(
             signal_metrics(outcome.signals),
             model_version=outcome.champion_version,
             tags=monitoring.mlflow_tags(outcome),
@@ -174,7 +172,8 @@ def monitoring_flow(config_path: str | None = None, batch: str | None = None) ->
     cfg = load_config(config_path)
     ws = Workspace.open()
     timeline = workspace_timeline(cfg, ws)
-    champ = registry.require_champion(cfg, ws)  # the first thing a new workspace lacks: say it first
+    # The first thing a new workspace lacks: say it first.
+    champ = registry.Registry(cfg, ws).require_champion()
     current = current_batch(ws, timeline, batch)
     state = monitoring.policy_state(policy_state.read_state(ws, timeline, current))
     promoted = retrain_outcome(cfg, ws, state)

@@ -49,7 +49,7 @@ def ctcd_pipeline(
     with subflows_without_heartbeats():
         report = PipelineReport(today=today, ingest=ingest_flow(config_path, through=today))
 
-        initial = reason is None and registry.champion(cfg, ws) is None
+        initial = reason is None and registry.Registry(cfg, ws).champion() is None
         if initial and not validated_files(ws):
             report.notes.append("no first model yet: waiting for a validated batch whose labels have arrived")
         elif reason is not None or initial:
@@ -59,7 +59,7 @@ def ctcd_pipeline(
             if report.training.promoted:
                 report.delivery = delivery_flow(config_path, start_if_down=True)
 
-        if monitor and reason is None and registry.champion(cfg, ws) is not None:
+        if monitor and reason is None and registry.Registry(cfg, ws).champion() is not None:
             if monitored_batch(cfg, ws, today) is None:
                 served = f"in the batch of {today}" if today else "yet"
                 report.notes.append(f"monitoring skipped: no prediction was served {served}")

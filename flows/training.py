@@ -24,7 +24,7 @@ from prefect.utilities.hashing import hash_objects
 import tasks.ct_steps as steps_module
 import tasks.model as model_module
 import tasks.training as training_module
-from ctcd import batches, registry
+from ctcd import batches, registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.ct_inputs import BatchFile, validated_files
 from ctcd.errors import WorkFailed
@@ -91,30 +91,32 @@ def evaluate(fitted: ct_steps.Fitted, split: Split, cfg: CtcdConfig) -> ct_steps
 
 
 @task(name="register-candidate", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
-def register_candidate(cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun) -> registry.ModelRef:
+def register_candidate(cfg: CtcdConfig, ws: Workspace, run: tracking.CandidateRun) -> registry.ModelRef:
     """Log the run and register the candidate as the new `challenger` version."""
-    return registry.log_candidate(cfg, ws, run)
+    return registry.Registry(cfg, ws).log_candidate(run)
 
 
 @task(name="register-baseline", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def register_baseline(
-    cfg: CtcdConfig, ws: Workspace, run: registry.CandidateRun, candidate: registry.ModelRef
+    cfg: CtcdConfig, ws: Workspace, run: tracking.CandidateRun, candidate: registry.ModelRef
 ) -> registry.ModelRef:
     """Register the baseline as a model version; the `challenger` alias stays on the candidate."""
-    ref = registry.log_candidate(cfg, ws, run)
-    registry.move_alias(cfg, ws, registry.CHALLENGER, candidate, reason="the candidate stays the challenger")
+    ref = registry.Registry(cfg, ws).log_candidate(run)
+    registry.Registry(cfg, ws).move_alias(
+        registry.CHALLENGER, candidate, reason="the candidate stays the challenger"
+    )
     return ref
 
 
 @task(name="score-champion", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
 def score_champion(cfg: CtcdConfig, ws: Workspace, split: Split) -> tuple[registry.ModelRef | None, Any]:
     """The current champion and its probabilities on the candidate's holdout (None before the first)."""
-    ref = registry.champion(cfg, ws)
+    ref = registry.Registry(cfg, ws).champion()
     if ref is None:
         return None, None
-    champion = registry.load_model(cfg, ws, ref)
+    champion = registry.Registry(cfg, ws).load_model(ref)
     # In the form the champion was trained on (its signature), should a categorical have changed type.
-    X = model_input(split.test, cfg.dataset, registry.text_categories(cfg, ws, ref))
+    X = model_input(split.test, cfg.dataset, registry.Registry(cfg, ws).text_categories(ref))
     return ref, positive_proba(champion, X)
 
 
@@ -146,8 +148,8 @@ def record_decision(
     tags: dict[str, str] | None = None,
 ) -> None:
     """Save the decision with the version (artifact + tags: by default the candidate's)."""
-    registry.record_decision(
-        cfg, ws, ref, decision.model_dump(mode="json"), tags or model_gate.decision_tags(decision)
+    registry.Registry(cfg, ws).record_decision(
+        ref, decision.model_dump(mode="json"), tags or model_gate.decision_tags(decision)
     )
 
 
@@ -162,8 +164,8 @@ def promote(
 ) -> bool:
     """Move `champion` to the blessed candidate unless another run moved it since the gate (then False)."""
     try:
-        registry.promote(
-            cfg, ws, ref, reason, actor="ctcd-training", extra=extra, expected_champion=gated_against
+        registry.Registry(cfg, ws).promote(
+            ref, reason, actor="ctcd-training", extra=extra, expected_champion=gated_against
         )
     except registry.ChampionMoved as exc:
         get_run_logger().warning("%s", exc)
@@ -179,10 +181,12 @@ def _report_artifacts(
         key="training-metrics",
         description=f"Holdout metrics of version {report.version}",
     )
-    create_link_artifact(registry.run_url(cfg, ws, report.run_id), link_text="MLflow run", key="mlflow-run")
+    create_link_artifact(
+        registry.Registry(cfg, ws).run_url(report.run_id), link_text="MLflow run", key="mlflow-run"
+    )
     ref = registry.ModelRef(report.model_name, report.version, report.run_id)
     create_link_artifact(
-        registry.model_version_url(cfg, ws, ref),
+        registry.Registry(cfg, ws).model_version_url(ref),
         link_text=f"model version {report.version}",
         key="model-version",
     )

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ctcd.config import CtcdConfig
 from ctcd.ct_inputs import BatchFile
 from ctcd.errors import WorkFailed
-from ctcd.registry import CandidateRun, ChildRun, LoggedBatch
+from ctcd.tracking import CandidateRun, ChildRun, LoggedBatch
 from tasks import ct_steps, dataset, evaluation, model_gate, training
 from tasks.ct_steps import TrainingCost
 from tasks.dataset import BatchInput, Split

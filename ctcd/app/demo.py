@@ -271,7 +271,7 @@ def trainings_since(cfg: CtcdConfig, ws: Workspace, since: datetime) -> list[dic
     }
     return [
         {"reason": v.tags.get("ctcd.reason", "?"), "version": v.version, "promoted": v.version in promoted}
-        for v in sorted(registry.versions(cfg, ws), key=lambda v: int(v.version))
+        for v in sorted(registry.Registry(cfg, ws).versions(), key=lambda v: int(v.version))
         if v.created_at is not None and v.created_at >= since
     ]
 
@@ -355,7 +355,7 @@ def _replay(
                     rec.events.append(
                         f"triggered retrain: {run.state.name if run and run.state else 'none came'}"
                     )
-        if entry.date in schedule_days and registry.champion(cfg, ws) is not None:
+        if entry.date in schedule_days and registry.Registry(cfg, ws).champion() is not None:
             run = run_deployment(
                 RETRAIN_DEPLOYMENT,
                 parameters={"config_path": str(cfg_path), "reason": "scheduled", "monitor": False},
@@ -366,7 +366,7 @@ def _replay(
             if run.state is None or not run.state.is_completed():
                 rec.events.append(f"scheduled retrain: {run.state.name if run.state else 'unknown'}")
         rec.trainings = trainings_since(cfg, ws, day_started)
-        champion = registry.champion(cfg, ws)
+        champion = registry.Registry(cfg, ws).champion()
         rec.champion = champion.version if champion else None
         previous_day = entry.date - timedelta(days=cfg.dataset.label_delay_batches)
         for earlier in records:
@@ -419,8 +419,8 @@ def summarize(cfg: CtcdConfig, ws: Workspace, records: list[DayRecord], seconds:
     return {
         "days": len(records),
         "seconds": round(seconds, 1),
-        "versions": [v.version for v in registry.versions(cfg, ws)],
-        "champion": (registry.champion(cfg, ws) or registry.ModelRef("-", "-", None)).version,
+        "versions": [v.version for v in registry.Registry(cfg, ws).versions()],
+        "champion": (registry.Registry(cfg, ws).champion() or registry.ModelRef("-", "-", None)).version,
         "promotions": [
             {"at": h["at"], "version": h["version"], "previous": h["previous"], "reason": h["reason"]}
             for h in history

@@ -267,7 +267,7 @@ def start_bento(cfg: CtcdConfig, ws: Workspace, deadline: float) -> ServiceStatu
         from ctcd.serving import server
     except ImportError:
         return ServiceStatus(BENTO, "skipped", None, None, "ctcd.serving is not available")
-    if registry.champion(cfg, ws) is None:
+    if registry.Registry(cfg, ws).champion() is None:
         return ServiceStatus(BENTO, "skipped", None, None, "no champion yet: train one, then `ctcd up` again")
     if port_in_use(cfg.serving.host, cfg.serving.port):
         if server.is_serving(url):

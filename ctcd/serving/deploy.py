@@ -62,7 +62,7 @@ def holdout_rows(
     features = cfg.dataset.features
     frame: pd.DataFrame | None = None
     try:
-        frame = registry.load_reference(cfg, ws, ref)
+        frame = registry.Registry(cfg, ws).load_reference(ref)
     except Exception:
         batches = sorted(ws.validated.glob(f"*.{cfg.dataset.file_format}"))
         if batches:
@@ -94,10 +94,11 @@ def offline_probabilities(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef
     """The registered model's probability of the positive label, computed in this process."""
     import numpy as np
 
-    model = registry.load_model(cfg, ws, ref)
+    reg = registry.Registry(cfg, ws)
+    model = reg.load_model(ref)
     classes = np.asarray(model.classes_)
     positive = registry.positive_class_index(cfg, ref, model)
-    proba = model.predict_proba(model_input(frame, cfg.dataset, registry.text_categories(cfg, ws, ref)))
+    proba = model.predict_proba(model_input(frame, cfg.dataset, reg.text_categories(ref)))
     return proba[:, positive], classes[proba.argmax(axis=1)]
 
 

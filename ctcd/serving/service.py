@@ -112,10 +112,11 @@ API_KEY = settings.api_key(CFG.serving.api_key_env)
 
 def load_live_model(cfg: CtcdConfig, ws: Workspace, version: str | None) -> LiveModel:
     """Load a registered version (the champion when None) and check that it knows the positive label."""
-    ref = registry.version(cfg, ws, version) if version else registry.require_champion(cfg, ws)
-    estimator = registry.load_model(cfg, ws, ref)
+    reg = registry.Registry(cfg, ws)
+    ref = reg.version(version) if version else reg.require_champion()
+    estimator = reg.load_model(ref)
     positive = registry.positive_class_index(cfg, ref, estimator)
-    text = registry.text_categories(cfg, ws, ref)
+    text = reg.text_categories(ref)
     return LiveModel(
         ref.version, estimator, positive, np.asarray(estimator.classes_), datetime.now(UTC), text
     )
@@ -241,7 +242,7 @@ class ChampionService:
         """Switch every worker of this server to `version` (None: the champion now); return the outcome."""
         if ARGS.version:
             raise CtcdError(f"this server is pinned to version {ARGS.version} and does not reload")
-        target = version or registry.require_champion(CFG, WS).version
+        target = version or registry.Registry(CFG, WS).require_champion().version
         previous = self._live.version if self._live else None
         if self._channel is not None:
             write_json_atomic(self._channel, {"version": target, "requested_at": time.time()}, indent=None)

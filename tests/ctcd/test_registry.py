@@ -1,4 +1,5 @@
-"""The MLflow seam against the embedded SQLite store: aliases, loading, and the audit log."""
+"""The MLflow seam against the embedded SQLite store: aliases, loading, tracking, the audit log, and the
+connection made once per process."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ctcd import registry
+from ctcd import tracking
 from ctcd.errors import NoChampion, UsageError
+from ctcd.mlflow_connection import with_retries
+from ctcd.registry import CHALLENGER, CHAMPION, ModelRef, Registry
+from ctcd.workspace import Workspace
 
 
-def _register(cfg, ws, seed: int) -> registry.ModelRef:
+def _register(cfg, ws, seed: int) -> ModelRef:
     import mlflow
     from mlflow.models import infer_signature
 
-    registry.connect(cfg, ws)
+    reg = Registry.open(cfg, ws)
     rng = np.random.default_rng(seed)
     x = pd.DataFrame(rng.normal(size=(50, 2)), columns=["a", "b"])
     y = (x["a"] > 0).astype(int)
@@ -26,34 +30,35 @@ def _register(cfg, ws, seed: int) -> registry.ModelRef:
             name="model",
             registered_model_name=cfg.registered_model_name,
             signature=infer_signature(x, y),
-            pip_requirements=registry.pip_requirements(),  # inferring them costs a subprocess per model
+            pip_requirements=tracking.pip_requirements(),  # inferring them costs a subprocess per model
         )
-    return registry.version(cfg, ws, info.registered_model_version)
+    return reg.version(info.registered_model_version)
 
 
 def test_aliases_history_and_loading(default_config, workspace):
+    reg = Registry(default_config, workspace)
     with pytest.raises(NoChampion, match="ctcd run"):
-        registry.require_champion(default_config, workspace)
+        reg.require_champion()
     v1 = _register(default_config, workspace, 1)
     v2 = _register(default_config, workspace, 2)
     assert workspace.mlflow_db.exists()
     assert any(workspace.mlflow_artifacts.iterdir()), "artifacts must live in the workspace"
 
-    registry.move_alias(default_config, workspace, registry.CHAMPION, v1, reason="first")
-    registry.move_alias(default_config, workspace, registry.CHAMPION, v2, reason="better")
-    champ = registry.require_champion(default_config, workspace)
+    reg.move_alias(CHAMPION, v1, reason="first")
+    reg.move_alias(CHAMPION, v2, reason="better")
+    champ = reg.require_champion()
     assert champ.version == v2.version
     assert champ.tags["ctcd.promotion_reason"] == "better"
 
-    history = registry.alias_history(workspace)
+    history = reg.alias_history()
     assert [(h["version"], h["previous"]) for h in history] == [(v1.version, None), (v2.version, v1.version)]
 
-    model = registry.load_model(default_config, workspace, champ)
+    model = reg.load_model(champ)
     assert model.predict_proba(pd.DataFrame({"a": [1.0], "b": [0.0]})).shape == (1, 2)
-    assert [r.version for r in registry.versions(default_config, workspace)] == [v2.version, v1.version]
+    assert [r.version for r in reg.versions()] == [v2.version, v1.version]
 
 
-def _candidate(cfg, seed: int, reason: str = "test") -> registry.CandidateRun:
+def _candidate(cfg, seed: int, reason: str = "test") -> tracking.CandidateRun:
     """A small real candidate with everything a training run logs."""
     ds = cfg.dataset
     rng = np.random.default_rng(seed)
@@ -61,7 +66,7 @@ def _candidate(cfg, seed: int, reason: str = "test") -> registry.CandidateRun:
     y = (x[ds.features[0]] > 0).astype(int)
     model = LogisticRegression().fit(x, y)
     batch = x.assign(**{ds.id_column: range(80), ds.target: y})
-    return registry.CandidateRun(
+    return tracking.CandidateRun(
         model=model,
         params={"C": 1.0, "search": {"budget": 2}},
         metrics={"test_roc_auc": 0.9 + seed / 100},
@@ -69,12 +74,12 @@ def _candidate(cfg, seed: int, reason: str = "test") -> registry.CandidateRun:
         reference=x.assign(**{ds.target: y, "probability": 0.5, "prediction": 1}),
         input_example=x.head(3),
         batches=[
-            registry.LoggedBatch(f"2026-01-0{seed}", f"{seed:064x}", f"/data/2026-01-0{seed}.parquet", batch)
+            tracking.LoggedBatch(f"2026-01-0{seed}", f"{seed:064x}", f"/data/2026-01-0{seed}.parquet", batch)
         ],
         config_yaml="dataset: {name: x}\n",
         tags={"ctcd.reason": reason, "ctcd.trigger": "{}"},
         json_artifacts={"search.json": {"best": 0}},
-        children=[registry.ChildRun("candidate-0", {"C": 1.0}, {"validation_roc_auc": 0.9})],
+        children=[tracking.ChildRun("candidate-0", {"C": 1.0}, {"validation_roc_auc": 0.9})],
         run_name=f"train-{seed}",
     )
 
@@ -82,17 +87,17 @@ def _candidate(cfg, seed: int, reason: str = "test") -> registry.CandidateRun:
 def test_log_candidate_registers_a_challenger_with_lineage_and_artifacts(default_config, workspace):
     import mlflow
 
-    cfg, ws = default_config, workspace
-    ref = registry.log_candidate(cfg, ws, _candidate(cfg, 1, reason="drift"))
-    assert ref.version == "1" and registry.CHALLENGER in ref.aliases
-    assert registry.champion(cfg, ws) is None, "registering never makes a champion"
+    reg = Registry(default_config, workspace)
+    ref = reg.log_candidate(_candidate(default_config, 1, reason="drift"))
+    assert ref.version == "1" and CHALLENGER in ref.aliases
+    assert reg.champion() is None, "registering never makes a champion"
     t = ref.tags
     assert t["ctcd.reason"] == "drift"
     assert t["ctcd.data.batches"] == f"2026-01-01:{1:064x}"[:23]
     assert t["ctcd.metric.test_roc_auc"] == "0.910000"
     assert len(t["ctcd.config_sha256"]) == 64 and t["ctcd.run_id"] == ref.run_id
 
-    client = registry.connect(cfg, ws)
+    client = reg.client
     run = client.get_run(ref.run_id)
     assert run.data.params["C"] == "1.0" and run.data.params["search"] == '{"budget": 2}'
     assert run.data.tags["ctcd.data.digest"] == t["ctcd.data.digest"]
@@ -105,54 +110,99 @@ def test_log_candidate_registers_a_challenger_with_lineage_and_artifacts(default
         experiment_ids=[run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}'"
     )
     assert len(children) == 1
-    assert len(registry.load_reference(cfg, ws, ref)) == 80
-    assert registry.load_evaluation(cfg, ws, ref)["metrics"]["roc_auc"] == 0.9
-    model = registry.load_model(cfg, ws, ref)
-    assert model.predict_proba(
-        pd.DataFrame(np.zeros((1, len(cfg.dataset.features))), columns=cfg.dataset.features)
-    ).shape == (1, 2)
-    assert registry.alias_history(ws, registry.CHALLENGER)[-1]["version"] == "1"
+    assert run.info.experiment_id == reg.experiment_id
+    assert len(reg.load_reference(ref)) == 80
+    assert reg.load_evaluation(ref)["metrics"]["roc_auc"] == 0.9
+    model = reg.load_model(ref)
+    features = default_config.dataset.features
+    assert model.predict_proba(pd.DataFrame(np.zeros((1, len(features))), columns=features)).shape == (1, 2)
+    assert reg.alias_history(CHALLENGER)[-1]["version"] == "1"
 
 
 def test_decisions_promotions_and_rollbacks_are_recorded(default_config, workspace):
-    cfg, ws = default_config, workspace
-    v1 = registry.log_candidate(cfg, ws, _candidate(cfg, 1))
-    v2 = registry.log_candidate(cfg, ws, _candidate(cfg, 2))
-    assert registry.load_decision(cfg, ws, v1) is None
-    registry.record_decision(cfg, ws, v1, {"passed": True, "checks": []}, {"ctcd.gate.passed": "true"})
-    assert registry.load_decision(cfg, ws, v1) == {"passed": True, "checks": []}
-    assert registry.version(cfg, ws, "1").tags["ctcd.gate.passed"] == "true"
+    cfg = default_config
+    reg = Registry(cfg, workspace)
+    v1 = reg.log_candidate(_candidate(cfg, 1))
+    v2 = reg.log_candidate(_candidate(cfg, 2))
+    assert reg.load_decision(v1) is None
+    reg.record_decision(v1, {"passed": True, "checks": []}, {"ctcd.gate.passed": "true"})
+    assert reg.load_decision(v1) == {"passed": True, "checks": []}
+    assert reg.version("1").tags["ctcd.gate.passed"] == "true"
 
     with pytest.raises(UsageError, match="no earlier champion"):
-        registry.rollback(cfg, ws, "nothing yet")
-    registry.promote(cfg, ws, v1, "first", actor="ci")
-    registry.promote(cfg, ws, v2, "better", actor="ci")
-    assert registry.champion_stack(ws) == ["1", "2"]
-    entry = registry.rollback(cfg, ws, "v2 misbehaves", actor="ops")
+        reg.rollback("nothing yet")
+    reg.promote(v1, "first", actor="ci")
+    reg.promote(v2, "better", actor="ci")
+    assert reg.champion_stack() == ["1", "2"]
+    entry = reg.rollback("v2 misbehaves", actor="ops")
     assert (entry["version"], entry["from"], entry["actor"], entry["action"]) == ("1", "2", "ops", "rollback")
-    assert registry.require_champion(cfg, ws).version == "1"
-    assert registry.champion_stack(ws) == ["1"]
+    assert reg.require_champion().version == "1"
+    assert reg.champion_stack() == ["1"]
     with pytest.raises(UsageError):
-        registry.rollback(cfg, ws, "again")
-    moves = [(h["version"], h.get("action")) for h in registry.alias_history(ws)]
+        reg.rollback("again")
+    moves = [(h["version"], h.get("action")) for h in reg.alias_history()]
     assert moves == [("1", "promote"), ("2", "promote"), ("1", "rollback")]
 
 
 def test_log_monitoring_is_a_run_of_the_same_experiment(default_config, workspace, tmp_path):
-    cfg, ws = default_config, workspace
+    reg = Registry(default_config, workspace)
     report = tmp_path / "drift.html"
     report.write_text("<html></html>")
-    run_id = registry.log_monitoring(
-        cfg,
-        ws,
+    run_id = reg.log_monitoring(
         {"drift_share": 0.4},
         model_version="3",
         tags={"ctcd.verdict": "retrain"},
         artifacts={"reports": report},
     )
-    run = registry.connect(cfg, ws).get_run(run_id)
+    run = reg.client.get_run(run_id)
     assert run.data.metrics == {"drift_share": 0.4}
     assert run.data.tags["ctcd.kind"] == "monitoring" and run.data.tags["ctcd.model_version"] == "3"
+    assert run.info.experiment_id == reg.experiment_id
+
+
+def test_the_registry_connects_once_per_process_and_store(default_config, workspace, tmp_path, monkeypatch):
+    """Every method after the first reuses the connection: no experiment lookup, no global URI reset."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    counts = {"set_tracking_uri": 0, "get_experiment_by_name": 0}
+    set_tracking_uri, get_experiment_by_name = mlflow.set_tracking_uri, MlflowClient.get_experiment_by_name
+
+    def counted_set_tracking_uri(uri):  # MLflow's own function, called through: only counted
+        counts["set_tracking_uri"] += 1
+        return set_tracking_uri(uri)
+
+    def counted_get_experiment_by_name(self, name):
+        counts["get_experiment_by_name"] += 1
+        return get_experiment_by_name(self, name)
+
+    monkeypatch.setattr(mlflow, "set_tracking_uri", counted_set_tracking_uri)
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", counted_get_experiment_by_name)
+
+    cfg = default_config
+    reg = Registry(cfg, workspace)
+    assert counts == {"set_tracking_uri": 0, "get_experiment_by_name": 0}, (
+        "making a Registry connects nothing"
+    )
+    assert reg.champion() is None
+    ref = reg.log_candidate(_candidate(cfg, 1))
+    reg.record_decision(ref, {"passed": True}, {"ctcd.gate.passed": "true"})
+    reg.promote(ref, "first", expected_champion=None)
+    assert Registry(cfg, workspace).require_champion().version == ref.version  # a new object, same connection
+    assert [r.version for r in reg.versions()] == [ref.version]
+    assert len(reg.load_reference(ref)) == 80 and reg.load_decision(ref) == {"passed": True}
+    assert hasattr(reg.load_model(ref), "predict_proba")
+    reg.log_monitoring({"drift_share": 0.1}, model_version=ref.version)
+    assert counts == {"set_tracking_uri": 1, "get_experiment_by_name": 1}
+    assert Registry(cfg, workspace).client is reg.client
+
+    # A second store in the same process connects once too; coming back repoints MLflow, reconnects nothing.
+    other = Registry(cfg, Workspace.open(tmp_path / "other-home"))
+    assert other.versions() == [] and other.champion() is None
+    assert counts == {"set_tracking_uri": 2, "get_experiment_by_name": 2}
+    assert reg.require_champion().version == ref.version
+    assert mlflow.get_tracking_uri() == reg.uri
+    assert counts == {"set_tracking_uri": 3, "get_experiment_by_name": 2}
 
 
 def test_connection_errors_retry_then_say_which_server(default_config, workspace):
@@ -165,15 +215,28 @@ def test_connection_errors_retry_then_say_which_server(default_config, workspace
         raise ConnectionError("Connection refused")
 
     with pytest.raises(DependencyUnavailable, match="MLflow at http://x"):
-        registry.with_retries(refused, "MLflow at http://x", attempts=3, delay_s=0.01)
+        with_retries(refused, "MLflow at http://x", attempts=3, delay_s=0.01)
     assert len(calls) == 3
     with pytest.raises(ValueError):
-        registry.with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "MLflow", delay_s=0.01)
+        with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), "MLflow", delay_s=0.01)
 
 
 def test_only_xgboost_and_sklearn_types_are_trusted():
     from xgboost import XGBClassifier
 
     x = pd.DataFrame({"a": [0.0, 1.0, 0.0, 1.0]})
-    found = registry.trusted_types(XGBClassifier(n_estimators=2, n_jobs=1).fit(x, [0, 1, 0, 1]))
+    found = tracking.trusted_types(XGBClassifier(n_estimators=2, n_jobs=1).fit(x, [0, 1, 0, 1]))
     assert "xgboost.sklearn.XGBClassifier" in found
+
+
+def test_importing_the_registry_loads_neither_mlflow_nor_skops():
+    """Commands that never log a model do not pay for skops (seconds per fresh process) or MLflow."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("mlflow", "skops", "sklearn")
+    code = f"import sys, ctcd.registry, ctcd.tracking; print([m for m in {heavy!r} if m in sys.modules])"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -81,7 +81,7 @@ def test_a_half_migrated_store_without_records_is_set_aside_and_made_anew(
     assert not state.complete and state.revision == BEFORE_WEBHOOKS and not state.holds_records
     original = sha256(workspace.mlflow_db)
 
-    client = registry.connect(default_config, workspace)  # what every command does first
+    client = registry.Registry(default_config, workspace).client  # what every command does first
     assert client.get_experiment_by_name(default_config.experiment_name) is not None
     assert stores.inspect_store(workspace.mlflow_db).complete
     (aside,) = workspace.mlflow_db.parent.glob("mlflow.db.incomplete-*")
@@ -93,7 +93,7 @@ def test_an_incomplete_store_that_holds_records_is_refused_and_kept(
 ) -> None:
     import mlflow
 
-    registry.connect(default_config, workspace)
+    registry.Registry.open(default_config, workspace)
     with mlflow.start_run():
         mlflow.log_param("kept", "yes")
     with sqlite3.connect(workspace.mlflow_db) as connection:  # as an older MLflow would have left it

@@ -28,10 +28,10 @@ def test_promote_rollback_and_status(default_config, workspace):
     assert empty.exit_code == 0, empty.output
     assert json.loads(empty.stdout)["champion"] is None
 
-    registry.log_candidate(cfg, ws, _candidate(cfg, 1))
-    registry.log_candidate(cfg, ws, _candidate(cfg, 2))
-    registry.record_decision(
-        cfg, ws, registry.version(cfg, ws, "2"), {"passed": True}, {"ctcd.gate.passed": "true"}
+    registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 1))
+    registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 2))
+    registry.Registry(cfg, ws).record_decision(
+        registry.Registry(cfg, ws).version("2"), {"passed": True}, {"ctcd.gate.passed": "true"}
     )
 
     first = _ctcd("promote", "1", "--reason", "bootstrap by hand")
@@ -45,7 +45,7 @@ def test_promote_rollback_and_status(default_config, workspace):
     back = _ctcd("rollback", "--reason", "latency regression")
     assert back.exit_code == 0, back.output
     assert "version 1 (rolled back from 2)" in back.output
-    assert registry.require_champion(cfg, ws).version == "1"
+    assert registry.Registry(cfg, ws).require_champion().version == "1"
 
     status = json.loads(_ctcd("status", "--json").stdout)
     assert status["champion"]["version"] == "1"

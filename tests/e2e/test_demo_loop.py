@@ -73,7 +73,7 @@ def test_short_demo_quarantines_retrains_on_drift_and_serves_the_new_champion(tm
 
     # 2. A drift-triggered retrain produced a promoted version (through the deployment's trigger).
     history = registry.alias_history(ws)
-    versions = {v.version: v for v in registry.versions(cfg, ws)}
+    versions = {v.version: v for v in registry.Registry(cfg, ws).versions()}
     drift_promotions = [
         h for h in history if versions[h["version"]].tags.get("ctcd.reason", "").startswith("drift")
     ]

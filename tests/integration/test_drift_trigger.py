@@ -158,7 +158,7 @@ def register_champion(cfg: CtcdConfig, ws, reference) -> str:
 
     from ctcd import registry
 
-    registry.connect(cfg, ws)
+    registry.Registry.open(cfg, ws)
     features = reference[cfg.dataset.features].astype("float64")
     model = LogisticRegression().fit(features, reference[cfg.dataset.target])
     with mlflow.start_run():
@@ -167,8 +167,8 @@ def register_champion(cfg: CtcdConfig, ws, reference) -> str:
         reference.to_parquet(path)
         mlflow.log_artifact(str(path), artifact_path="reference")
         mlflow.log_dict({"metrics": {"accuracy": 0.95, "roc_auc": 0.99, "log_loss": None}}, "evaluation.json")
-    ref = registry.version(cfg, ws, info.registered_model_version)
-    registry.move_alias(cfg, ws, registry.CHAMPION, ref, reason="test champion")
+    ref = registry.Registry(cfg, ws).version(info.registered_model_version)
+    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="test champion")
     return ref.version
 
 

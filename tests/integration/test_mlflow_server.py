@@ -69,18 +69,20 @@ def test_training_flow_against_an_mlflow_server(mlflow_server, default_config, w
         report = training_flow(path, reason="server")
 
     assert report.promoted
-    champ = registry.require_champion(cfg, workspace)
+    champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == report.version and champ.tags["ctcd.gate.passed"] == "true"
     assert registry.tracking_uri(cfg, workspace) == uri
     # Everything went to the server: its store holds the run, the workspace's embedded store is untouched.
     assert not workspace.mlflow_db.exists()
     assert any((store / "artifacts").rglob("reference.parquet"))
-    assert len(registry.load_reference(cfg, workspace, champ)) > 0
-    assert registry.load_decision(cfg, workspace, champ)["passed"] is True
-    model = registry.load_model(cfg, workspace, champ)
+    assert len(registry.Registry(cfg, workspace).load_reference(champ)) > 0
+    assert registry.Registry(cfg, workspace).load_decision(champ)["passed"] is True
+    model = registry.Registry(cfg, workspace).load_model(champ)
     assert (
-        model.predict_proba(registry.load_reference(cfg, workspace, champ)[cfg.dataset.features]).shape[1]
+        model.predict_proba(
+            registry.Registry(cfg, workspace).load_reference(champ)[cfg.dataset.features]
+        ).shape[1]
         == 2
     )
-    link = registry.run_url(cfg, workspace, report.run_id)
+    link = registry.Registry(cfg, workspace).run_url(report.run_id)
     assert link.startswith(uri) and report.run_id in link

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctcd import registry
+from ctcd import registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
@@ -59,7 +59,7 @@ def train_and_register(cfg: CtcdConfig, ws: Workspace) -> tuple[registry.ModelRe
     split = shop_split(cfg)
     best = training.search(cfg, split, training.choose_device("cpu")).best
     report, _ = evaluation.evaluate(best.model, split.test, cfg)
-    run = registry.CandidateRun(
+    run = tracking.CandidateRun(
         model=best.model,
         params={"model.kind": "xgboost"},
         metrics=evaluation.flat_metrics(report),
@@ -69,8 +69,8 @@ def train_and_register(cfg: CtcdConfig, ws: Workspace) -> tuple[registry.ModelRe
         batches=[],
         config_yaml=yaml.safe_dump(cfg.model_dump(mode="json")),
     )
-    ref = registry.log_candidate(cfg, ws, run)
-    registry.move_alias(cfg, ws, registry.CHAMPION, ref, reason="test")
+    ref = registry.Registry(cfg, ws).log_candidate(run)
+    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="test")
     return ref, split.test
 
 
@@ -118,8 +118,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory, default_config: CtcdConfig):
 
 def test_the_registered_model_takes_text_categories(shop):
     cfg, ws, ref, _, _, _ = shop
-    assert registry.text_categories(cfg, ws, ref) == {"color": True, "store": True, "channel": False}
-    model = registry.load_model(cfg, ws, ref)
+    assert registry.Registry(cfg, ws).text_categories(ref) == {"color": True, "store": True, "channel": False}
+    model = registry.Registry(cfg, ws).load_model(ref)
     assert registry.positive_class_index(cfg, ref, model) == 1
 
 
@@ -146,7 +146,7 @@ def test_served_text_categories_reach_the_log_and_monitoring(shop):
     assert response.status_code == 200, response.text
     answers = response.json()
 
-    model = registry.load_model(cfg, ws, ref)
+    model = registry.Registry(cfg, ws).load_model(ref)
     expected = model.predict_proba(features_frame(live, ds))[:, 1]
     np.testing.assert_allclose([a["probability"] for a in answers], expected, atol=1e-6)
     assert [a["prediction"] for a in answers] == [int(p >= 0.5) for p in expected]
@@ -164,11 +164,11 @@ def test_served_text_categories_reach_the_log_and_monitoring(shop):
     labelled = drift.labelled_predictions(log, labels, ds)
     assert len(labelled) == len(live)
     today = datetime.now(UTC).date()
-    evaluation_metrics = registry.load_evaluation(cfg, ws, ref)["metrics"]
+    evaluation_metrics = registry.Registry(cfg, ws).load_evaluation(ref)["metrics"]
     baseline = {k: v for k, v in evaluation_metrics.items() if isinstance(v, int | float)}
     policy = cfg.drift.model_copy(update={"min_labelled_rows": 100})
     signals = drift.compute_signals(
-        registry.load_reference(cfg, ws, ref),
+        registry.Registry(cfg, ws).load_reference(ref),
         log,
         labelled,
         baseline,

@@ -67,7 +67,7 @@ def register_version(cfg: CtcdConfig, ws: Workspace, seed: int, classes: tuple[i
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    registry.connect(cfg, ws)
+    registry.Registry.open(cfg, ws)
     x = make_rows(cfg, 300, seed)
     noise = np.random.default_rng(seed).normal(0, 20, len(x))
     y = np.where(x[cfg.dataset.numerical_features[0]] + noise > NUMERIC_MAX / 2, classes[1], classes[0])
@@ -85,7 +85,7 @@ def register_version(cfg: CtcdConfig, ws: Workspace, seed: int, classes: tuple[i
             signature=infer_signature(x, y),
             pip_requirements=["scikit-learn"],  # skips MLflow's slow requirement inference
         )
-    return registry.version(cfg, ws, info.registered_model_version)
+    return registry.Registry(cfg, ws).version(info.registered_model_version)
 
 
 def json_rows(cfg: CtcdConfig, frame: pd.DataFrame, ids: list[str] | None = None) -> list[dict]:
@@ -101,7 +101,7 @@ def json_rows(cfg: CtcdConfig, frame: pd.DataFrame, ids: list[str] | None = None
 
 def offline(cfg: CtcdConfig, ws: Workspace, ref, frame: pd.DataFrame) -> np.ndarray:
     """The registered model's probability of the positive label, in this process."""
-    model = registry.load_model(cfg, ws, ref)
+    model = registry.Registry(cfg, ws).load_model(ref)
     column = list(model.classes_).index(cfg.dataset.positive_label)
     return model.predict_proba(frame.astype("float64"))[:, column]
 
@@ -119,7 +119,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         ref = register_version(cfg, ws, seed=1)
-        registry.move_alias(cfg, ws, registry.CHAMPION, ref, reason="test")
+        registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="test")
         handle = start_server(cfg, ws, cfg.serving.port)
         try:
             yield cfg, ws, ref, handle

@@ -96,7 +96,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert first.promoted and first.version == "1" and first.decision.reference_kind == "baseline"
     assert first.batches == ids[-cfg.training.window_batches :]
     assert first.device == "cpu"
-    champ = registry.require_champion(cfg, workspace)
+    champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == "1"
     tags = champ.tags
     shas = {i: sha256_of(workspace.validated / f"{i}.parquet") for i in ids}
@@ -105,7 +105,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert (tags["ctcd.reason"], tags["ctcd.trigger"]) == ("first", '{"kind": "test"}')
     assert float(tags["ctcd.metric.test_roc_auc"]) == pytest.approx(first.metrics["roc_auc"], abs=1e-6)
     assert tags["ctcd.device"] == "cpu" and tags["ctcd.promotion_reason"].startswith("first: gate passed")
-    client = registry.connect(cfg, workspace)
+    client = registry.Registry(cfg, workspace).client
     run = client.get_run(champ.run_id)
     assert run.data.params["device"] == "cpu" and run.data.tags["ctcd.git_commit"]
     # the training's cost: CPU seconds of the fits, no GPU on cpu, the rows fitted on, money at the rates
@@ -124,7 +124,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert {"config.yaml", "evaluation.json", "gate", "reference", "plots", "feature_importance.json"} <= top
     plots = {Path(a.path).name for a in client.list_artifacts(champ.run_id, "plots")}
     assert plots == {"confusion_matrix.png", "calibration.png", "feature_importance.png"}
-    decision = registry.load_decision(cfg, workspace, champ)
+    decision = registry.Registry(cfg, workspace).load_decision(champ)
     assert decision["passed"] and decision["bootstrap"]["samples"] == cfg.gates.model.bootstrap_samples
     assert (
         yaml.safe_load(Path(client.download_artifacts(champ.run_id, "config.yaml")).read_text())["training"][
@@ -132,9 +132,12 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
         ]
         == cfg.training.seed
     )
-    reference = registry.load_reference(cfg, workspace, champ)
+    reference = registry.Registry(cfg, workspace).load_reference(champ)
     assert {*cfg.dataset.features, cfg.dataset.target, "probability", "prediction"} == set(reference.columns)
-    assert registry.load_evaluation(cfg, workspace, champ)["metrics"]["roc_auc"] == first.metrics["roc_auc"]
+    assert (
+        registry.Registry(cfg, workspace).load_evaluation(champ)["metrics"]["roc_auc"]
+        == first.metrics["roc_auc"]
+    )
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{champ.run_id}'"
     )
@@ -142,7 +145,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert {"training-metrics", "mlflow-run", "model-version", "model-gate"} <= _artifact_keys(
         state.state_details.flow_run_id
     )
-    model = registry.load_model(cfg, workspace, champ)
+    model = registry.Registry(cfg, workspace).load_model(champ)
     assert final_estimator(model).get_params()["device"] == "cpu"
 
     # 2. Same data again: a challenger is registered, equal is not better, the champion stays.
@@ -151,8 +154,8 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert (second.version, second.promoted, second.champion_version) == ("2", False, "1")
     assert second.metrics == first.metrics
     assert _task_states(state.state_details.flow_run_id)["search"] == "Cached"
-    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "2"
-    assert registry.version(cfg, workspace, "2").tags["ctcd.gate.passed"] == "false"
+    assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "2"
+    assert registry.Registry(cfg, workspace).version("2").tags["ctcd.gate.passed"] == "false"
 
     # 3. A deliberately worse candidate (labels shuffled) is registered but never promoted.
     rng = np.random.default_rng(0)
@@ -162,7 +165,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
         labels.to_parquet(workspace.labels / f"{i}.parquet", index=False)
     worse = training_flow(path, reason="shuffled")
     assert (worse.version, worse.promoted) == ("3", False)
-    assert registry.require_champion(cfg, workspace).version == "1"
+    assert registry.Registry(cfg, workspace).require_champion().version == "1"
 
     # 4. By hand: promote 2, roll back to 1; the history shows every move.
     runner = CliRunner()
@@ -171,7 +174,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert runner.invoke(app, ["promote", "2", "--reason", "try it", "-c", path]).exit_code == 0
     back = runner.invoke(app, ["rollback", "--reason", "back", "-c", path])
     assert back.exit_code == 0, back.output
-    assert registry.require_champion(cfg, workspace).version == "1"
+    assert registry.Registry(cfg, workspace).require_champion().version == "1"
     moves = [(h["previous"], h["version"], h.get("action")) for h in registry.alias_history(workspace)]
     assert moves == [(None, "1", "promote"), ("1", "2", "promote"), ("2", "1", "rollback")]
 
@@ -191,7 +194,7 @@ def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
     run = runner.invoke(app, ["run", "-c", path])
     assert run.exit_code == 0, f"{run.output}\n{run.exception!r}"
     assert "champion: version 1" in run.stdout
-    champ = registry.require_champion(cfg, workspace)
+    champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.tags["ctcd.reason"] == "ctcd run" and champ.tags["ctcd.gate.passed"] == "true"
     # The last day's labels have not arrived yet: it was validated but not trained on.
     assert len(champ.tags["ctcd.data.batches"].split(",")) == 4
@@ -222,16 +225,16 @@ def test_with_no_champion_a_better_baseline_is_registered_and_served(
     result = CliRunner().invoke(app, ["train", "-c", path])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert "champion: version 2, the baseline (was none); version 1 stays the challenger" in result.stdout
-    champ = registry.require_champion(cfg, workspace)
+    champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == "2" and champ.tags["ctcd.role"] == "baseline"
     assert champ.tags["ctcd.model_kind"] == "logistic_regression"
     assert champ.tags["ctcd.gate.passed"] == "true" and champ.tags["ctcd.gate.chosen"] == "baseline"
-    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "1"
-    decision = registry.load_decision(cfg, workspace, champ)
+    assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "1"
+    decision = registry.Registry(cfg, workspace).load_decision(champ)
     assert decision["chosen"] == "baseline" and decision["reference_kind"] == "baseline"
     assert decision["passed"] is False  # the candidate's own verdict stays on record
     # The baseline is a model version like any other: it loads and scores.
-    model = registry.load_model(cfg, workspace, champ)
+    model = registry.Registry(cfg, workspace).load_model(champ)
     rows = generate_day(cfg, 5).features
     from tasks.model import features_frame, positive_proba
 
@@ -254,9 +257,9 @@ def test_with_no_model_clearing_the_floors_training_fails_in_one_line(
     assert "\n" not in message
     assert message.startswith("no model cleared the floors roc_auc>=0.999: candidate roc_auc 0.")
     assert "(baseline roc_auc 0." in message and "lower gates.model.floors" in message
-    assert registry.champion(cfg, workspace) is None
+    assert registry.Registry(cfg, workspace).champion() is None
     # The candidate is registered with the decision that says why nothing serves.
-    (candidate,) = registry.versions(cfg, workspace)
+    (candidate,) = registry.Registry(cfg, workspace).versions()
     assert candidate.tags["ctcd.gate.chosen"] == "-" and candidate.tags["ctcd.gate.passed"] == "false"
 
 
@@ -290,10 +293,10 @@ def test_after_a_drift_a_better_baseline_on_the_restarted_window_is_registered_a
     assert d.baseline_decision is not None and d.baseline_decision.passed
     assert report.promoted and (report.version, report.baseline_version) == ("3", "4")
     assert report.previous_champion == "2" and report.champion_version == "4"
-    champ = registry.require_champion(cfg, workspace)
+    champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == "4" and champ.tags["ctcd.role"] == "baseline"
     assert champ.tags["ctcd.gate.reference"] == "champion:2" and champ.tags["ctcd.gate.passed"] == "true"
-    assert registry.by_alias(cfg, workspace, registry.CHALLENGER).version == "3"
+    assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "3"
     champions = {e["version"] for e in registry.alias_history(workspace) if e.get("action") != "rollback"}
-    found = [(ref.version, ref.tags) for ref in registry.versions(cfg, workspace)]
+    found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, workspace).versions()]
     assert training_outcome(found, champions, after[-1]) is True

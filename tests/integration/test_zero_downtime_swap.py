@@ -36,7 +36,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         v1 = register_version(cfg, ws, seed=1)
-        registry.move_alias(cfg, ws, registry.CHAMPION, v1, reason="first")
+        registry.Registry(cfg, ws).move_alias(registry.CHAMPION, v1, reason="first")
         handle = start_server(cfg, ws, cfg.serving.port)
         try:
             with prefect_test_harness(server_startup_timeout=180):
@@ -84,7 +84,7 @@ def test_promotion_switches_versions_with_zero_failed_requests(live):
 
     config, cfg, ws, handle = live
     v2 = register_version(cfg, ws, seed=2)
-    registry.move_alias(cfg, ws, registry.CHAMPION, v2, reason="better")  # what the model gate does
+    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, v2, reason="better")  # what the model gate does
     rows = json_rows(cfg, make_rows(cfg, 50, seed=3), ids=[f"id-{i}" for i in range(50)])
 
     with Traffic(handle.url, rows) as traffic:
@@ -120,7 +120,7 @@ def test_failed_smoke_test_rolls_the_champion_back_and_keeps_serving(live):
     config, cfg, ws, handle = live
     serving = httpx.get(f"{handle.url}/model").json()["version"]
     broken = register_version(cfg, ws, seed=3, classes=(0, 2))  # cannot answer for positive_label 1
-    registry.move_alias(cfg, ws, registry.CHAMPION, broken, reason="gate passed it")
+    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, broken, reason="gate passed it")
     rows = json_rows(cfg, make_rows(cfg, 20, seed=4))
 
     with Traffic(handle.url, rows) as traffic:
@@ -128,7 +128,7 @@ def test_failed_smoke_test_rolls_the_champion_back_and_keeps_serving(live):
 
     assert report.status == "rolled_back" and not report.smoke.passed, report.message
     assert "positive_label" in (report.smoke.error or "")
-    assert registry.require_champion(cfg, ws).version == serving
+    assert registry.Registry(cfg, ws).require_champion().version == serving
     last = registry.alias_history(ws)[-1]
     assert last["version"] == serving and last["reason"].startswith("rollback: smoke test failed")
     assert traffic.failures == [] and traffic.answers

@@ -54,7 +54,7 @@ def served_champion(root: Path, **serving: object) -> Iterator[Served]:
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         first = register_version(cfg, ws, seed=1)
-        registry.promote(cfg, ws, first, reason="first champion")
+        registry.Registry(cfg, ws).promote(first, reason="first champion")
         handle = start_server(cfg, ws, cfg.serving.port)
         try:
             yield Served(config, cfg, ws, handle, first)

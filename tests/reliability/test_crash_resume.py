@@ -78,7 +78,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     config = str(write_config(cfg, tmp_path / "ctcd.yaml"))
     land_validated(cfg, workspace, range(1, 7))
     champion = register_version(cfg, workspace, seed=1)
-    registry.promote(cfg, workspace, champion, reason="champion before the crash")
+    registry.Registry(cfg, workspace).promote(champion, reason="champion before the crash")
     moves_before = registry.alias_history(workspace, alias=None)
     results = workspace.root / "prefect-results"
     env = _environment(workspace)
@@ -104,8 +104,8 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     assert "Task run 'search" in killed_log and "RESULT" not in killed_log
 
     # The failed run touched nothing: no version, no alias move, the champion as it was.
-    assert [r.version for r in registry.versions(cfg, workspace)] == [champion.version]
-    assert registry.require_champion(cfg, workspace).version == champion.version
+    assert [r.version for r in registry.Registry(cfg, workspace).versions()] == [champion.version]
+    assert registry.Registry(cfg, workspace).require_champion().version == champion.version
     assert registry.alias_history(workspace, alias=None) == moves_before
 
     rerun = subprocess.run(
@@ -122,7 +122,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     assert re.search(r"Task run 'search-[^']*' - Finished in state Cached", output), output[-3000:]
     (result,) = re.findall(r"^RESULT (\S+) (True|False)$", rerun.stdout, flags=re.M)
 
-    versions = [r.version for r in registry.versions(cfg, workspace)]
+    versions = [r.version for r in registry.Registry(cfg, workspace).versions()]
     assert versions == [result[0], champion.version], "a version was registered twice"
     new_moves = registry.alias_history(workspace, alias=None)[len(moves_before) :]
     promotions = [m for m in new_moves if m["alias"] == registry.CHAMPION]

@@ -191,9 +191,9 @@ def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_pa
         )
         assert rerun.returncode == 0, f"{point.name}: {rerun.stdout[-2000:]} {rerun.stderr[-3000:]}"
 
-        versions = [r.version for r in registry.versions(cfg, ws)]
+        versions = [r.version for r in registry.Registry(cfg, ws).versions()]
         assert len(versions) == 1, f"{point.name}: versions {versions}"
-        assert registry.require_champion(cfg, ws).version == versions[0], point.name
+        assert registry.Registry(cfg, ws).require_champion().version == versions[0], point.name
         validated = {p.stem for p in ws.validated.glob("*.parquet")}
         quarantined = {p.stem for p in ws.quarantine.glob("*.parquet")}
         assert validated | quarantined == set(batches), f"{point.name}: a batch was lost"

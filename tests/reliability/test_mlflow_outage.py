@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcd import registry
+from ctcd import registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import DependencyUnavailable
 from ctcd.net import free_port
@@ -57,7 +57,7 @@ def mlflow_stack(tmp_path_factory: pytest.TempPathFactory):
         stack.start()
         try:
             first = register_version(stack.cfg, stack.ws, seed=1)
-            registry.promote(stack.cfg, stack.ws, first, reason="first champion")
+            registry.Registry(stack.cfg, stack.ws).promote(first, reason="first champion")
             yield stack
         finally:
             stack.stop()
@@ -71,21 +71,21 @@ def test_a_short_outage_is_ridden_out(mlflow_stack: MlflowStack):
     restart = threading.Timer(3.0, mlflow_stack.start)
     restart.start()
     try:
-        entry = registry.promote(cfg, ws, second, reason="promoted across an MLflow restart")
+        entry = registry.Registry(cfg, ws).promote(second, reason="promoted across an MLflow restart")
     finally:
         restart.join()
     assert time.monotonic() - down_at > 3.0, "the call did not wait for the server"
     assert entry["version"] == second.version
-    assert registry.require_champion(cfg, ws).version == second.version
+    assert registry.Registry(cfg, ws).require_champion().version == second.version
 
 
-def small_candidate(cfg: CtcdConfig, seed: int) -> registry.CandidateRun:
+def small_candidate(cfg: CtcdConfig, seed: int) -> tracking.CandidateRun:
     """A real (tiny) candidate for `registry.log_candidate`: model, metrics, evaluation, reference."""
     from sklearn.linear_model import LogisticRegression
 
     x = make_rows(cfg, 200, seed)
     y = (x[cfg.dataset.numerical_features[0]] > x[cfg.dataset.numerical_features[0]].median()).astype(int)
-    return registry.CandidateRun(
+    return tracking.CandidateRun(
         model=LogisticRegression(max_iter=1000).fit(x, y),
         params={"C": 1.0},
         metrics={"roc_auc": 0.9},
@@ -106,7 +106,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
     from ctcd.app.cli import main
 
     ws = mlflow_stack.ws
-    before = registry.require_champion(mlflow_stack.cfg, ws)
+    before = registry.Registry(mlflow_stack.cfg, ws).require_champion()
     moves_before = registry.alias_history(ws, alias=None)
     raw = yaml.safe_load(mlflow_stack.config.read_text(encoding="utf-8"))
     raw["tracking"]["retry_seconds"] = 1
@@ -117,7 +117,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
 
     def register() -> None:
         try:
-            outcome.append(registry.log_candidate(cfg, ws, small_candidate(cfg, seed=4)))
+            outcome.append(registry.Registry(cfg, ws).log_candidate(small_candidate(cfg, seed=4)))
         except Exception as exc:  # the outage may cut it anywhere
             outcome.append(exc)
 
@@ -131,7 +131,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
         assert outcome, "the registration neither finished nor failed"
 
         with pytest.raises(DependencyUnavailable) as caught:
-            registry.promote(cfg, ws, before, reason="must not happen")
+            registry.Registry(cfg, ws).promote(before, reason="must not happen")
         message = str(caught.value)
         assert "\n" not in message and cfg.tracking.tracking_uri in message, message
 
@@ -146,15 +146,15 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
         mlflow_stack.start()
 
     cfg = mlflow_stack.cfg  # the default retry window again
-    assert registry.require_champion(cfg, ws).version == before.version
+    assert registry.Registry(cfg, ws).require_champion().version == before.version
     moves = registry.alias_history(ws, alias=None)[len(moves_before) :]
     assert [m["alias"] for m in moves] in ([], [registry.CHALLENGER]), moves
     # Nothing half-registered: each alias points at a version whose model (and evidence) is all there.
     for alias in (registry.CHAMPION, registry.CHALLENGER):
-        ref = registry.by_alias(cfg, ws, alias)
+        ref = registry.Registry(cfg, ws).by_alias(alias)
         if ref is None:
             continue
-        assert hasattr(registry.load_model(cfg, ws, ref), "predict_proba"), f"{alias}: no model"
+        assert hasattr(registry.Registry(cfg, ws).load_model(ref), "predict_proba"), f"{alias}: no model"
         if alias == registry.CHALLENGER:
-            assert len(registry.load_reference(cfg, ws, ref)) == 200, f"{alias}: no reference sample"
+            assert len(registry.Registry(cfg, ws).load_reference(ref)) == 200, f"{alias}: no reference sample"
             assert ref.tags.get("ctcd.run_id") == ref.run_id, f"{alias}: tags were never written"

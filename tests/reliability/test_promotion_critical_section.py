@@ -45,10 +45,10 @@ def _promote_after(barrier, config: str, home: str, version: str, expected: str,
     from ctcd.workspace import Workspace as Ws
 
     cfg, ws = load(config), Ws.open(home)
-    ref = reg.version(cfg, ws, version)
+    ref = reg.Registry(cfg, ws).version(version)
     barrier.wait(timeout=120)
     try:
-        reg.promote(cfg, ws, ref, f"run of version {version}", expected_champion=expected)
+        reg.Registry(cfg, ws).promote(ref, f"run of version {version}", expected_champion=expected)
         results.put((version, "promoted"))
     except WorkFailed as exc:
         results.put((version, f"refused: {exc}"))
@@ -60,7 +60,7 @@ def test_two_concurrent_promotions_against_the_same_champion_cannot_both_happen(
     config = write_project(tmp_path, port=3000)
     cfg, ws = load_config(config), Workspace.open(tmp_path / "home")
     first = register_version(cfg, ws, seed=1)
-    registry.promote(cfg, ws, first, reason="first champion")
+    registry.Registry(cfg, ws).promote(first, reason="first champion")
     candidates = [register_version(cfg, ws, seed=s).version for s in (2, 3)]
 
     spawn = multiprocessing.get_context("spawn")
@@ -83,7 +83,7 @@ def test_two_concurrent_promotions_against_the_same_champion_cannot_both_happen(
     assert len(promoted) == 1, outcomes
     (loser,) = set(candidates) - set(promoted)
     assert outcomes[loser].startswith("refused:") and "champion" in outcomes[loser], outcomes
-    assert registry.require_champion(cfg, ws).version == promoted[0]
+    assert registry.Registry(cfg, ws).require_champion().version == promoted[0]
     moves = [e for e in registry.alias_history(ws) if e.get("action") == "promote"]
     assert [e["version"] for e in moves] == [first.version, promoted[0]]
     assert moves[-1]["previous"] == first.version

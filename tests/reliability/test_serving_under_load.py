@@ -100,7 +100,9 @@ async def _promote(served: Served, version: registry.ModelRef, at: float, load: 
     load.swap_at = time.monotonic()
     # In a thread, as the delivery flow's own process would: on the clients' event loop, the registry
     # calls would stall all 32 clients and their stall would be counted as the server's latency.
-    await asyncio.to_thread(registry.promote, served.cfg, served.ws, version, reason="load test promotion")
+    await asyncio.to_thread(
+        registry.Registry(served.cfg, served.ws).promote, version, reason="load test promotion"
+    )
     load.swap = await asyncio.to_thread(switch_live, served.cfg, served.handle.url, version.version)
     load.swap_done_at = time.monotonic()
 
@@ -194,7 +196,7 @@ def test_the_answers_switch_to_the_promoted_version_and_stay(loaded):
     assert versions[0] == served.champion.version
     # Answers complete out of order across connections: allow the requests in flight at the swap.
     assert versions[first_new + CONNECTIONS :].count(served.champion.version) == 0
-    assert registry.require_champion(served.cfg, served.ws).version == second.version
+    assert registry.Registry(served.cfg, served.ws).require_champion().version == second.version
 
 
 def test_every_answer_is_logged_exactly_once(loaded):

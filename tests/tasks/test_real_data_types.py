@@ -15,7 +15,7 @@ import pytest
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import WorkFailed
-from ctcd.registry import trusted_types
+from ctcd.tracking import trusted_types
 from tasks import dataset, drift, evaluation, model_gate, training
 from tasks.model import build_model, features_frame, positive_proba, target_vector
 
@@ -201,7 +201,7 @@ def test_a_positive_label_no_row_has_is_a_one_line_error_naming_the_labels(cfg, 
 
 
 def test_the_signature_types_a_text_column_whose_example_values_are_all_missing(cfg, split):
-    from ctcd.registry import input_schema
+    from ctcd.tracking import input_schema
 
     example = features_frame(split.test.head(5), cfg.dataset)
     example["store"] = np.nan

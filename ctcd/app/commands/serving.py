@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         from ctcd.serving.server import run_foreground
 
         cfg, ws = options.load(config)
-        registry.require_champion(cfg, ws)
+        registry.Registry(cfg, ws).require_champion()
         port = port or cfg.serving.port
         host = host or cfg.serving.host
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key(cfg.serving.api_key_env):

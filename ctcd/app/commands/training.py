@@ -90,9 +90,9 @@ def promote(
     from ctcd import registry
 
     cfg, ws = options.load(config)
-    ref = registry.version(cfg, ws, version)
+    ref = registry.Registry(cfg, ws).version(version)
     gate = ref.tags.get("ctcd.gate.passed")
-    entry = registry.promote(cfg, ws, ref, reason, extra={"manual": True, "gate_passed": gate})
+    entry = registry.Registry(cfg, ws).promote(ref, reason, extra={"manual": True, "gate_passed": gate})
     typer.echo(f"champion: version {entry['version']} (was {entry['previous'] or 'none'}); reason: {reason}")
     if gate != "true":
         typer.secho(
@@ -111,7 +111,7 @@ def rollback(
     from ctcd import registry
 
     cfg, ws = options.load(config)
-    entry = registry.rollback(cfg, ws, reason)
+    entry = registry.Registry(cfg, ws).rollback(reason)
     typer.echo(f"champion: version {entry['version']} (rolled back from {entry['from']}); reason: {reason}")
 
 
@@ -141,12 +141,12 @@ def status_record(cfg: CtcdConfig, ws: Workspace, decisions: int = 5) -> dict[st
             "champion_since": t.get("ctcd.champion_since"),
         }
 
-    all_versions = registry.versions(cfg, ws)
+    all_versions = registry.Registry(cfg, ws).versions()
     return {
         "model": cfg.registered_model_name,
         "tracking_uri": registry.tracking_uri(cfg, ws),
-        "champion": describe(registry.champion(cfg, ws)),
-        "challenger": describe(registry.by_alias(cfg, ws, registry.CHALLENGER)),
+        "champion": describe(registry.Registry(cfg, ws).champion()),
+        "challenger": describe(registry.Registry(cfg, ws).by_alias(registry.CHALLENGER)),
         "decisions": [describe(r) for r in all_versions[:decisions]],
         "history": registry.alias_history(ws, registry.CHAMPION)[-decisions:],
     }

@@ -1,0 +1,257 @@
+"""What ctcd logs to MLflow tracking: candidate runs (model, lineage, artifacts) and monitoring runs.
+
+`Registry.log_candidate` and `Registry.log_monitoring` (ctcd/registry.py) call these with their experiment
+already chosen; nothing here connects to MLflow or touches MLflow's global settings beyond the active run.
+skops (the model's serialization) is imported only when a model is logged: it costs seconds per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctcd.errors import WorkFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ctcd.config import CtcdConfig
+
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+EVALUATION_ARTIFACT = "evaluation.json"
+DECISION_ARTIFACT = "gate/decision.json"
+CONFIG_ARTIFACT = "config.yaml"
+
+
+@dataclass(frozen=True)
+class LoggedBatch:
+    """A batch a run used: logged with `mlflow.log_input` (name = batch id, digest from its sha256)."""
+
+    batch_id: str
+    sha256: str
+    source: str
+    frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One candidate of a search, logged as a nested run."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+@dataclass
+class CandidateRun:
+    """Everything one training run logs: model, parameters, metrics, lineage and artifacts."""
+
+    model: Any
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    evaluation: dict[str, Any]
+    reference: pd.DataFrame
+    input_example: pd.DataFrame
+    batches: list[LoggedBatch]
+    config_yaml: str
+    tags: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    json_artifacts: dict[str, Any] = field(default_factory=dict)
+    children: list[ChildRun] = field(default_factory=list)
+    run_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    """What `log_candidate_run` left in MLflow: the run, the new version and the tags that version gets."""
+
+    run_id: str
+    version: str
+    version_tags: dict[str, str]
+
+
+def git_commit() -> str:
+    """The commit of the ctcd checkout that runs this code, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def data_digest(batches: list[LoggedBatch]) -> str:
+    """One hash over the (batch id, sha256) pairs of a run's data."""
+    pairs = sorted(f"{b.batch_id}:{b.sha256}" for b in batches)
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()
+
+
+def log_candidate_run(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) -> LoggedCandidate:
+    """Log one trained candidate as a run of `experiment_id` and register its model as a new version."""
+    import mlflow
+
+    commit = git_commit()
+    digest = data_digest(run.batches)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run.run_name) as active:
+        mlflow.set_tags(
+            {**run.tags, "ctcd.kind": "training", "ctcd.git_commit": commit, "ctcd.data.digest": digest}
+        )
+        info = _log_run_contents(cfg, experiment_id, run)
+        run_id = active.info.run_id
+    version_tags = {
+        **run.tags,
+        "ctcd.run_id": run_id,
+        "ctcd.git_commit": commit,
+        "ctcd.data.digest": digest,
+        "ctcd.data.batches": ",".join(f"{b.batch_id}:{b.sha256[:12]}" for b in run.batches)[:4900],
+        "ctcd.config_sha256": hashlib.sha256(run.config_yaml.encode()).hexdigest(),
+        # The holdout metrics only (one registry call per tag); the run holds every metric.
+        **{f"ctcd.metric.{k}": f"{v:.6f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_")},
+    }
+    return LoggedCandidate(run_id, str(info.registered_model_version), version_tags)
+
+
+def log_monitoring_run(
+    experiment_id: str,
+    metrics: dict[str, float],
+    *,
+    model_version: str | None,
+    tags: dict[str, str] | None,
+    artifacts: dict[str, Path] | None,
+    run_name: str,
+) -> str:
+    """Log one monitoring check (metrics, tags, files by artifact folder) as a run; return its id."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as active:
+        mlflow.set_tags(
+            {**(tags or {}), "ctcd.kind": "monitoring", "ctcd.model_version": model_version or "-"}
+        )
+        mlflow.log_metrics(metrics)
+        for folder, path in (artifacts or {}).items():
+            mlflow.log_artifact(str(path), artifact_path=folder)
+        return active.info.run_id
+
+
+def _param_value(v: Any) -> str:
+    return (v if isinstance(v, str) else json.dumps(v, default=str))[:6000]
+
+
+def _log_run_contents(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) -> Any:
+    with warnings.catch_warnings():
+        # MLflow hints about integer columns (ids, int-coded categoricals) and an ambiguous local
+        # dataset source; both are harmless here and would otherwise print on every run.
+        warnings.filterwarnings("ignore", message=".*(integer column|can be interpreted in multiple)")
+        return _log_run_contents_loud(cfg, experiment_id, run)
+
+
+def _log_run_contents_loud(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) -> Any:
+    import mlflow
+    import mlflow.data
+    import mlflow.sklearn
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.utils import _infer_schema
+
+    mlflow.log_params({k: _param_value(v) for k, v in run.params.items()})
+    mlflow.log_metrics(run.metrics)
+    mlflow.log_text(run.config_yaml, CONFIG_ARTIFACT)
+    if run.batches:
+        datasets = [
+            mlflow.data.from_pandas(b.frame, source=b.source, name=b.batch_id, digest=b.sha256[:32])
+            for b in run.batches
+        ]
+        # Validated batches share one schema; MLflow would infer it row by row for each batch (seconds
+        # on 100k rows), so infer it once on a sample and fill the datasets' cached property with it.
+        schema = _infer_schema(run.batches[0].frame.head(1000))
+        for ds in datasets:
+            ds.__dict__["schema"] = schema
+        mlflow.log_inputs(
+            datasets,
+            contexts=["training"] * len(datasets),
+            tags_list=[{"batch_id": b.batch_id, "sha256": b.sha256} for b in run.batches],
+        )
+    mlflow.log_dict(run.evaluation, EVALUATION_ARTIFACT)
+    for name, obj in run.json_artifacts.items():
+        mlflow.log_dict(obj, name)
+    for name, fig in run.figures.items():
+        mlflow.log_figure(fig, f"plots/{name}.png")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        run.reference.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+    for child in run.children:
+        with mlflow.start_run(experiment_id=experiment_id, run_name=child.name, nested=True):
+            mlflow.set_tag("ctcd.kind", "search-candidate")
+            mlflow.log_params({k: _param_value(v) for k, v in child.params.items()})
+            mlflow.log_metrics(child.metrics)
+    example = run.input_example
+    return mlflow.sklearn.log_model(
+        run.model,
+        name="model",
+        signature=ModelSignature(
+            inputs=input_schema(example), outputs=infer_signature(example, run.model.predict(example)).outputs
+        ),
+        input_example=example,
+        registered_model_name=cfg.registered_model_name,
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(run.model),
+        # Given explicitly: inferring them imports the model in a subprocess (tens of seconds).
+        pip_requirements=pip_requirements(),
+    )
+
+
+def input_schema(example: pd.DataFrame) -> Any:
+    """The signature's inputs, typed from the model input's dtypes (not inferred from a few example values,
+    which may all be missing): text columns `string`, the rest `double` (`text_categories` reads it back)."""
+    from mlflow.types import ColSpec, Schema
+
+    return Schema(
+        [
+            ColSpec("string" if example[c].dtype == object else "double", str(c), required=False)
+            for c in example.columns
+        ]
+    )
+
+
+def pip_requirements() -> list[str]:
+    """The pinned packages a logged model needs to load and predict."""
+    from importlib.metadata import version as installed
+
+    names = ("mlflow", "scikit-learn", "xgboost", "skops", "numpy", "pandas", "scipy")
+    return [f"{name}=={installed(name)}" for name in names]
+
+
+_TRUSTED_MODULES = ("xgboost.", "sklearn.")
+# Also held by scikit-learn models: SimpleImputer keeps a numpy.dtype (a descriptor, no code), and
+# HistGradientBoosting's categorical support a functools.partial of sklearn's check_array (skops lists the
+# function a partial wraps on its own, so a partial of anything else is still refused).
+_TRUSTED_TYPES = frozenset({"numpy.dtype", "functools.partial"})
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The types outside skops' default allow-list that a model holds; only XGBoost and scikit-learn pass.
+
+    skops is imported here, when a model is about to be logged (which needs it anyway), never at import time.
+    """
+    import skops.io
+
+    found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    unknown = [t for t in found if not t.startswith(_TRUSTED_MODULES) and t not in _TRUSTED_TYPES]
+    if unknown:
+        raise WorkFailed(
+            f"the model holds types {unknown} that ctcd will not register: use XGBoost or scikit-learn"
+        )
+    return found
