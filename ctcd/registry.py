@@ -372,7 +372,7 @@ class Registry:
         if alias == CHAMPION:
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.champion_since", now)
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.promotion_reason", reason)
-        _append_audit(self.ws, entry)
+        append_audit(self.ws, entry)
         return entry
 
     @_answered
@@ -438,7 +438,8 @@ def _audit_file(ws: Workspace) -> Path:
     return ws.audit / "promotions.jsonl"
 
 
-def _append_audit(ws: Workspace, entry: dict[str, Any]) -> None:
+def append_audit(ws: Workspace, entry: dict[str, Any]) -> None:
+    """Append one entry (an alias move, an approval decision) to the workspace's audit log."""
     with _audit_file(ws).open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry, sort_keys=True) + "\n")
 

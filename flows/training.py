@@ -30,7 +30,8 @@ from ctcd.ct_inputs import BatchFile, validated_files
 from ctcd.errors import WorkFailed
 from ctcd.features import model_input
 from ctcd.workspace import Workspace
-from tasks import ct_steps, dataset, evaluation, model_gate, training, training_run
+from flows.approval import await_approval, record_approval
+from tasks import approval, ct_steps, dataset, evaluation, model_gate, training, training_run
 from tasks.dataset import BatchInput, Split
 from tasks.model import positive_proba
 from tasks.training_run import TrainingReport
@@ -251,11 +252,18 @@ def training_flow(
         record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
         chosen = baseline_ref
     blessed = ct_steps.served_model(decision) is not None
+    promotion_reason = training_run.promotion_reason(reason, decision)
+    if approval.needs_approval(cfg, blessed):
+        # Approval comes before a promotion or a rollout: the run shows Paused until a person decides.
+        verdict = await_approval(cfg, chosen, decision.summary())
+        record_approval(cfg, ws, chosen, verdict)
+        blessed = verdict.approved
+        promotion_reason = approval.promotion_reason(promotion_reason, verdict)
     promoted = blessed and promote(
         cfg,
         ws,
         chosen,
-        training_run.promotion_reason(reason, decision),
+        promotion_reason,
         {"run_id": chosen.run_id, "trigger_reason": reason},
         champion.version if champion else None,
     )

@@ -8,7 +8,18 @@ import traceback
 import typer
 
 from ctcd import settings
-from ctcd.app.commands import backtest, data, demo, monitoring, project, serving, stack, training, validation
+from ctcd.app.commands import (
+    approval,
+    backtest,
+    data,
+    demo,
+    monitoring,
+    project,
+    serving,
+    stack,
+    training,
+    validation,
+)
 from ctcd.errors import CtcdError
 
 app = typer.Typer(
@@ -35,7 +46,7 @@ def _root(
         settings.enable_debug()
 
 
-for module in (project, data, validation, training, serving, monitoring, stack, demo, backtest):
+for module in (project, data, validation, training, approval, serving, monitoring, stack, demo, backtest):
     module.register(app)
 
 

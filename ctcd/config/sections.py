@@ -195,6 +195,16 @@ class ModelGateConfig(Strict):
         description="holdout rows the bootstrap resamples at most (an m-out-of-n bootstrap above it)",
     )
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    approval: Literal["auto", "manual"] = Field(
+        default="auto",
+        description="manual: a blessed candidate waits, its training flow run Paused, for `ctcd approve "
+        "VERSION` / `ctcd reject VERSION --reason` (or the Prefect UI) before it is promoted or rolled out",
+    )
+    approval_timeout_s: int = Field(
+        default=86_400,
+        ge=1,
+        description="seconds a paused training run waits for a decision; none by then is a rejection",
+    )
 
 
 class DataGateConfig(Strict):

@@ -1,0 +1,50 @@
+"""The record of a human approval decision, kept like a promotion: an entry in the workspace's audit log
+(`audit/promotions.jsonl`, with who and why) and tags on the model version in MLflow.
+
+A rejected version keeps its `challenger` alias; an approved one is then promoted by the caller (that move
+is recorded by `Registry.promote` as usual).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ctcd.mlflow_connection import answered
+from ctcd.registry import CHALLENGER, ModelRef, Registry, append_audit
+
+if TYPE_CHECKING:
+    from ctcd.config import CtcdConfig
+    from ctcd.workspace import Workspace
+
+
+def record_approval(
+    cfg: CtcdConfig,
+    ws: Workspace,
+    ref: ModelRef,
+    approved: bool,
+    actor: str,
+    reason: str,
+    tags: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tag the version with `tags` and append the decision to the audit log; return the entry."""
+    reg = Registry.open(cfg, ws)
+    client = reg.client
+    for key, value in tags.items():
+        answered(
+            lambda k=key, v=value: client.set_model_version_tag(reg.model_name, ref.version, k, v), "MLflow"
+        )
+    entry = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": reg.model_name,
+        "alias": CHALLENGER,
+        "version": ref.version,
+        "previous": None,
+        "action": "approve" if approved else "reject",
+        "reason": reason,
+        "actor": actor,
+        **(extra or {}),
+    }
+    append_audit(ws, entry)
+    return entry
