@@ -47,6 +47,7 @@ def await_approval(cfg: CtcdConfig, ref: registry.ModelRef, gate_summary: str) -
         raise RuntimeError("await_approval runs inside a flow run")
     model, version, timeout = ref.name, ref.version, cfg.gates.model.approval_timeout_s
     _tag_run(context.flow_run.id, approval.run_tags(model, version))
+    # The `approval-needed` alert (issue 18 part C, ctcd.events.emit_alert) goes here.
     logger.info(
         "version %s waits for approval (up to %s s): `ctcd approve %s` or `ctcd reject %s --reason TEXT`",
         version,

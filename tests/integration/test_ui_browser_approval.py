@@ -65,9 +65,11 @@ def test_a_run_waiting_for_approval_is_paused_in_the_prefect_ui(
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
             page.get_by_text(run.name).first.wait_for(state="visible", timeout=60_000)
             page.get_by_text("Paused", exact=True).first.wait_for(state="visible", timeout=60_000)
+            # the UI offers the typed form's Resume (the approval from the browser)
+            page.get_by_role("button", name="Resume").first.wait_for(state="visible", timeout=60_000)
             text = page.inner_text("body")
             assert "Can't connect to Server API" not in text
-            assert run.name in text and "Paused" in text
+            assert run.name in text and "Paused" in text and "ctcd.version:1" in text
         finally:
             shot = _screenshot(page, "prefect-flow-run-paused-for-approval")
             page.close()
