@@ -155,13 +155,18 @@ def emit_alert(
     """Emit the alert `ctcd.alert.<kind>` once per `episode` (e.g. a batch id, a model version).
 
     The event carries `summary` (one line) and `episode` in its payload next to `payload`. Returns the
-    event, or None when this episode was alerted before or Prefect did not accept the event: an alert
-    never fails the flow that raises it (a warning is logged instead).
+    event, or None when this episode was alerted before, no Prefect API is configured (PREFECT_API_URL) or
+    Prefect did not accept the event: an alert never fails the flow that raises it (a warning is logged).
     """
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
 
     name = alert_event(kind)
+    if not PREFECT_API_URL.value():
+        # Outside a Prefect server (e.g. a flow run without `ctcd up`), nobody's automations would see it.
+        logger.warning("no Prefect API configured: alert %s (%s) not sent: %s", name, episode, summary)
+        return None
     ws = ws or Workspace.open()
     event_id = alert_id(cfg, kind, episode)
     with file_lock(ws.audit / "alerts.lock", ALERT_LOCK_TIMEOUT, "another alert"):
