@@ -129,3 +129,19 @@ def test_each_alert_kind_reaches_the_webhook_once_per_episode(
         assert body["resource"]["prefect.resource.id"] == events.model_resource_id(server.cfg)
         assert body["payload"]["detail"] == kind
     assert sorted(e["kind"] for e in events.sent_alerts(ws)) == sorted(events.ALERT_KINDS)
+
+
+def test_without_a_webhook_or_a_block_of_that_name_alerts_are_off(server: Server) -> None:
+    off = server.cfg.model_copy(update={"alerts": AlertsConfig(webhook_url=None, block="no-such-block")})
+    assert alerts.ensure_alerts(off, server.api) == []
+
+
+def test_an_alert_without_a_prefect_api_is_logged_not_sent(server: Server, tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ws = Workspace.open(tmp_path / "home")
+    with temporary_settings({PREFECT_API_URL: None}):
+        assert events.emit_alert(server.cfg, "quarantine", "x", {}, "no-api", ws=ws) is None
+    assert events.sent_alerts(ws) == []
+    with pytest.raises(ValueError, match="unknown alert kind"):
+        events.emit_alert(server.cfg, "no-such-kind", "x", {}, "e", ws=ws)
