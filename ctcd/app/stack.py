@@ -33,7 +33,7 @@ from ctcd.app.stack_services import (
     wait_worker,
     worker_service,
 )
-from ctcd.errors import CtcdError
+from ctcd.errors import CtcdError, DependencyUnavailable
 from ctcd.net import http_ok
 from ctcd.processes import STOP_GRACE_SECONDS, is_alive, read_records, stop_record
 
@@ -85,7 +85,12 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
     workers = [start_worker(cfg, ws, pool) for pool in pools]
     echo(f"deploying {deployments.prefect_file(cfg)}")
     deployed = deployments.deploy(cfg, ws, deployments.prefect_api_url(cfg))
-    automations = alerts.ensure_alerts(cfg, deployments.prefect_api_url(cfg))
+    try:
+        automations = alerts.ensure_alerts(cfg, deployments.prefect_api_url(cfg))
+    except Exception as exc:  # Prefect's HTTP and validation errors: say which setting to look at
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = f"could not create the alert automations (see `alerts:` in the config): {detail}"
+        raise DependencyUnavailable(message) from exc
     echo(
         f"alert automations: {len(automations)} (to block {cfg.alerts.block})"
         if automations
