@@ -17,7 +17,7 @@ from prefect.input import RunInput
 from prefect.states import Running
 from prefect.tasks import exponential_backoff
 
-from ctcd import approvals, registry
+from ctcd import approvals, events, registry
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
 from tasks import approval
@@ -47,7 +47,15 @@ def await_approval(cfg: CtcdConfig, ref: registry.ModelRef, gate_summary: str) -
         raise RuntimeError("await_approval runs inside a flow run")
     model, version, timeout = ref.name, ref.version, cfg.gates.model.approval_timeout_s
     _tag_run(context.flow_run.id, approval.run_tags(model, version))
-    # The `approval-needed` alert (issue 18 part C, ctcd.events.emit_alert) goes here.
+    events.emit_alert(
+        cfg,
+        "approval-needed",
+        f"version {version} of {model} passed the model gate and waits for approval: "
+        f"ctcd approve {version} / ctcd reject {version} --reason TEXT",
+        {"model": model, "version": version, "flow_run_id": str(context.flow_run.id), "gate": gate_summary},
+        f"{model}-{version}",
+        ws=Workspace.open(),
+    )
     logger.info(
         "version %s waits for approval (up to %s s): `ctcd approve %s` or `ctcd reject %s --reason TEXT`",
         version,

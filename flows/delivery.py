@@ -5,7 +5,8 @@ a real `bentoml serve` on a free port (answers must equal the registered model's
 reload the live server (zero failed requests) or, when none runs and `start_if_down`, start it. When the
 smoke test fails, `champion` moves back to the previously served version and the live server is left
 alone. `version` deploys a version to the live server without moving the alias; a restarted server serves
-the champion again.
+the champion again. A rollback raises the `rollback` alert, a failed smoke test with nothing to roll back to
+the `delivery-failed` alert (once per version).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from ctcd import registry
+from ctcd import events, registry
 from ctcd.config import CtcdConfig, load_config
 from ctcd.serving import deploy
 from ctcd.serving.server import is_serving, live_server_url, start_server, write_pid_file
@@ -64,6 +65,19 @@ def rollback_champion(config_path: str | None, to_version: str, failed_version: 
             reason=f"rollback: smoke test failed for version {failed_version}: {why}",
             actor="delivery-flow",
         )
+
+
+def alert_delivery(cfg: CtcdConfig, ws: Workspace, report: DeliveryReport) -> None:
+    """The `rollback` or `delivery-failed` alert of a delivery whose smoke test failed (once per version)."""
+    kind = "rollback" if report.status == "rolled_back" else "delivery-failed"
+    payload = {
+        "version": report.version,
+        "previous_version": report.previous_version,
+        "status": report.status,
+        "error": report.smoke.error,
+        "live_url": report.live_url,
+    }
+    events.emit_alert(cfg, kind, report.message[:300], payload, f"delivery:{report.version}", ws=ws)
 
 
 @flow(name="delivery")
@@ -121,6 +135,8 @@ def delivery_flow(
         report.message = f"version {target.version} passed the smoke test; started the live server at {url}"
     else:
         report.message = f"version {target.version} passed the smoke test; no live server runs at {url}"
+    if report.status in ("rolled_back", "failed"):
+        alert_delivery(cfg, ws, report)
     create_markdown_artifact(
         key="delivery-report", description=report.message, markdown=delivery_markdown(report)
     )

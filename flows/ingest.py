@@ -2,7 +2,7 @@
 
 The steps are `tasks/ingest.py:ingest` (also run without Prefect); this flow runs them with each batch's
 validation as a Prefect task run (`validate-<batch>`) and publishes a table artifact of the decisions with
-a link to the Data Docs site.
+a link to the Data Docs site. A quarantined batch raises the `quarantine` alert (once per batch content).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from ctcd import events
 from ctcd.batches import BatchRecord
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
@@ -27,7 +28,31 @@ if TYPE_CHECKING:
 @task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate-{path.stem}")
 def validate_batch(cfg: CtcdConfig, ws: Workspace, path: Path, gate: DataGate) -> BatchRecord:
     """Read one batch file, run the gate, and move it to validated/ or quarantine/ with its record."""
-    return ingest.judge_batch_file(cfg, ws, path, gate)
+    record = ingest.judge_batch_file(cfg, ws, path, gate)
+    if record.status == "quarantined":
+        alert_quarantine(cfg, ws, record)
+    return record
+
+
+def alert_quarantine(cfg: CtcdConfig, ws: Workspace, record: BatchRecord) -> None:
+    """The `quarantine` alert; the episode is the batch and its content (the same file quarantined again by
+    a re-run alerts once; a corrected file that fails again alerts again)."""
+    failed = ", ".join(f.expectation for f in record.failures[:5]) or record.reason
+    events.emit_alert(
+        cfg,
+        "quarantine",
+        f"batch {record.batch_id} quarantined by the data gate: {record.reason}"[:300],
+        {
+            "batch": record.batch_id,
+            "file": record.file,
+            "rows": record.rows,
+            "reason": record.reason,
+            "failed": failed,
+            "data_docs": record.data_docs,
+        },
+        f"{record.batch_id}:{record.sha256[:16]}",
+        ws=ws,
+    )
 
 
 def publish(report: IngestReport) -> None:

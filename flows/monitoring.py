@@ -105,6 +105,24 @@ def emit_drift_event(cfg: CtcdConfig, outcome: MonitoringOutcome) -> Event:
     return events.emit_drift_event(cfg, monitoring.drift_payload(outcome), outcome.champion_version)
 
 
+def alert_drift(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> None:
+    """The `drift` alert, once per drift episode (the batch it began in; a signal the policy only alerts
+    on, outside an episode: once per batch). It goes beside the drift event, which starts the retraining."""
+    decision = outcome.decision
+    started = decision.episode_started or outcome.batch
+    payload = {
+        "batch": outcome.batch,
+        "episode_started": started,
+        "action": decision.action,
+        "champion_version": outcome.champion_version,
+        "reason": decision.reason,
+        "drift_event_id": outcome.event_id,
+    }
+    doing = "retraining" if decision.action == "retrain" else "no retraining"
+    summary = f"drift on batch {outcome.batch} ({doing}): {decision.reason}"[:300]
+    events.emit_alert(cfg, "drift", summary, payload, f"drift:{started}", ws=ws)
+
+
 @task(name="log-monitoring-to-mlflow", cache_policy=NO_CACHE)
 def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> str:
     """Log the run's numbers, verdict and JSON summary to MLflow against the champion's version."""
@@ -151,6 +169,8 @@ def monitor_window(
     if decision.action == "retrain":
         event = emit_drift_event(cfg, outcome)
         outcome = outcome.model_copy(update={"event_id": str(event.id)})
+    if decision.action != "none":
+        alert_drift(cfg, ws, outcome)
     policy_state.append_decision(ws, monitoring.decision_entry(outcome, new_state, datetime.now(UTC)))
     create_markdown_artifact(
         key=f"monitoring-{monitoring.artifact_key(cfg.registered_model_name)}",

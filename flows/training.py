@@ -24,7 +24,7 @@ from prefect.utilities.hashing import hash_objects
 import tasks.ct_steps as steps_module
 import tasks.model as model_module
 import tasks.training as training_module
-from ctcd import batches, registry, tracking
+from ctcd import batches, events, registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.ct_inputs import BatchFile, validated_files
 from ctcd.errors import WorkFailed
@@ -174,6 +174,27 @@ def promote(
     return True
 
 
+def alert_rejected(
+    cfg: CtcdConfig, ws: Workspace, candidate: registry.ModelRef, decision: model_gate.GateDecision
+) -> None:
+    """The `candidate-rejected` alert: the offline gate put nothing in service (once per version)."""
+    events.emit_alert(
+        cfg,
+        "candidate-rejected",
+        f"version {candidate.version} rejected by the model gate: {decision.summary()}"[:300],
+        {
+            "version": candidate.version,
+            "run_id": candidate.run_id,
+            "champion_version": decision.reference_version,
+            "metric": decision.primary_metric,
+            "delta": float(decision.bootstrap.delta),
+            "reasons": decision.reasons,
+        },
+        str(candidate.version),
+        ws=ws,
+    )
+
+
 def _report_artifacts(
     cfg: CtcdConfig, ws: Workspace, report: TrainingReport, baseline: evaluation.EvaluationReport
 ) -> None:
@@ -252,6 +273,8 @@ def training_flow(
         record_decision(cfg, ws, baseline_ref, decision, model_gate.baseline_tags(decision))
         chosen = baseline_ref
     blessed = ct_steps.served_model(decision) is not None
+    if not blessed:
+        alert_rejected(cfg, ws, candidate, decision)
     promotion_reason = training_run.promotion_reason(reason, decision)
     if approval.needs_approval(cfg, blessed):
         # Approval comes before a promotion or a rollout: the run shows Paused until a person decides.

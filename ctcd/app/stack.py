@@ -1,5 +1,6 @@
 """The local stack behind `ctcd up` / `ctcd down` / `ctcd stack status`: Prefect server, one process worker
-per work pool, MLflow server, the deployments of prefect.yaml, and the BentoML server of the champion.
+per work pool, MLflow server, the deployments of prefect.yaml, the alert automations (`ctcd.alerts`), and
+the BentoML server of the champion.
 
 How each service starts and is waited for is in `ctcd.app.stack_services`. Every process of the stack (and
 every prediction server a delivery started) has a PID file in `$CTCD_HOME/run/` (`ctcd.processes`), which
@@ -12,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from ctcd import alerts, events
 from ctcd.app import deployments
 from ctcd.app.stack_services import (
     BENTO,
@@ -31,7 +33,7 @@ from ctcd.app.stack_services import (
     wait_worker,
     worker_service,
 )
-from ctcd.errors import CtcdError
+from ctcd.errors import CtcdError, DependencyUnavailable
 from ctcd.net import http_ok
 from ctcd.processes import STOP_GRACE_SECONDS, is_alive, read_records, stop_record
 
@@ -42,10 +44,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class StackReport:
-    """What `up` left running, and the deployments on the Prefect server."""
+    """What `up` left running, the deployments and the alert automations on the Prefect server."""
 
     services: list[ServiceStatus]
     deployments: list[str]
+    alerts: list[alerts.AlertAutomation] = field(default_factory=list)
 
 
 def up(
@@ -82,6 +85,17 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
     workers = [start_worker(cfg, ws, pool) for pool in pools]
     echo(f"deploying {deployments.prefect_file(cfg)}")
     deployed = deployments.deploy(cfg, ws, deployments.prefect_api_url(cfg))
+    try:
+        automations = alerts.ensure_alerts(cfg, deployments.prefect_api_url(cfg))
+    except Exception as exc:  # Prefect's HTTP and validation errors: say which setting to look at
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = f"could not create the alert automations (see `alerts:` in the config): {detail}"
+        raise DependencyUnavailable(message) from exc
+    echo(
+        f"alert automations: {len(automations)} (to block {cfg.alerts.block})"
+        if automations
+        else "alerts: off"
+    )
     worker_statuses = [
         wait_worker(cfg, launch, pool, deadline) for launch, pool in zip(workers, pools, strict=True)
     ]
@@ -90,7 +104,7 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
         statuses.append(wait_mlflow(cfg, mlflow, deadline))
         echo(f"MLflow server healthy at {statuses[-1].url}")
     bento = start_bento(cfg, ws, deadline)
-    return StackReport([*statuses, *worker_statuses, bento], deployed.names)
+    return StackReport([*statuses, *worker_statuses, bento], deployed.names, automations)
 
 
 def down(ws: Workspace, grace: float = STOP_GRACE_SECONDS) -> list[ServiceStatus]:
@@ -130,8 +144,28 @@ def status(cfg: CtcdConfig, ws: Workspace) -> StackReport:
                 ServiceStatus(name, "running", record.url, record.pid, f"since {record.started_at}")
             )
     names: list[str] = []
+    automations: list[alerts.AlertAutomation] = []
     api = deployments.prefect_api_url(cfg)
     if http_ok(f"{api}/health", "true"):
         with contextlib.suppress(Exception):  # the processes' state matters more than the listing
             names = deployments.deployment_names(api)
-    return StackReport(services, names)
+            automations = alerts.list_alerts(cfg, api)
+    return StackReport(services, names, automations)
+
+
+def alert_from_cli(
+    cfg: CtcdConfig, ws: Workspace, kind: str, summary: str, payload: dict[str, Any], episode: str
+) -> None:
+    """Send an alert from a CLI command: to PREFECT_API_URL when set, else to the local stack's Prefect
+    server when it runs (else nothing: no automations could see it)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        events.emit_alert(cfg, kind, summary, payload, episode, ws=ws)
+        return
+    api = deployments.prefect_api_url(cfg)
+    if not http_ok(f"{api}/health", "true"):
+        return
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        events.emit_alert(cfg, kind, summary, payload, episode, ws=ws)

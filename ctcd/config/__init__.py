@@ -4,12 +4,14 @@ Nothing in ctcd assumes the default dataset's column names: every column name co
 Relative paths inside the file are resolved against the file's own directory.
 
 `root` holds `CtcdConfig` and `load_config`, `sections` the sections (dataset, stream, model, training,
-gates, drift, serving, tracking, orchestration), `sources` the `dataset.source` kinds; import any of them
+gates, drift, serving, tracking, orchestration,
+alerts), `sources` the `dataset.source` kinds; import any of them
 from `ctcd.config`.
 """
 
 from ctcd.config.root import DEFAULT_CONFIG, RENAMED_KEYS, CtcdConfig, load_config
 from ctcd.config.sections import (
+    AlertsConfig,
     Corruption,
     DataGateConfig,
     DatasetConfig,
@@ -39,6 +41,7 @@ from ctcd.config.sources import (
 __all__ = [
     "DEFAULT_CONFIG",
     "RENAMED_KEYS",
+    "AlertsConfig",
     "Corruption",
     "CtcdConfig",
     "DataGateConfig",

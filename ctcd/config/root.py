@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ctcd.config.base import Strict
 from ctcd.config.sections import (
+    AlertsConfig,
     DatasetConfig,
     DriftPolicyConfig,
     GatesConfig,
@@ -39,6 +40,7 @@ class CtcdConfig(Strict):
     serving: ServingConfig = ServingConfig()
     tracking: TrackingConfig = TrackingConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    alerts: AlertsConfig = AlertsConfig()
     source: Path | None = Field(default=None, exclude=True, description="the file this was loaded from")
 
     @model_validator(mode="after")

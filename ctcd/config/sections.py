@@ -381,3 +381,21 @@ class OrchestrationConfig(Strict):
     dask_address: str | None = Field(
         default=None, description="a Dask scheduler (tcp://host:8786) for scale-out training; null: local"
     )
+
+
+class AlertsConfig(Strict):
+    """Alerts through Prefect: `ctcd up` creates one automation per alert kind that sends the
+    `ctcd.alert.<kind>` events to a Prefect notification block."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        description=(
+            "POST each alert as JSON here (a Custom Webhook block named `block` is created); null: no "
+            "automations unless a notification block named `block` already exists (e.g. Slack, email)"
+        ),
+    )
+    block: str = Field(
+        default="ctcd-alerts",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="the Prefect notification block the alerts go to (lowercase letters, digits, dashes)",
+    )

@@ -261,6 +261,11 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     # The policy's memory and the MLflow summary against the champion's version.
     log = [json.loads(line) for line in decision_log(workspace).read_text().splitlines()]
     assert [e["action"] for e in log] == ["none", "retrain", "alert", "retrain"]
+    # One drift alert per episode (day 3 alerts inside day 2's episode: not again).
+    drift_alerts = [a for a in events.sent_alerts(workspace) if a["kind"] == "drift"]
+    episodes = [shifted.decision.episode_started, concept.decision.episode_started]
+    assert [a["episode"] for a in drift_alerts] == [f"drift:{e}" for e in episodes]
+    assert episodes[0] != episodes[1]
     found = mlflow.search_runs(
         experiment_names=[cfg.experiment_name], filter_string="tags.`ctcd.kind` = 'monitoring'"
     )
@@ -278,3 +283,4 @@ def test_monitoring_flow_emits_one_event_per_drift_episode(cfg, training_deploym
     printed = json.loads(result.stdout[result.stdout.index("{") :])
     assert printed["decision"]["action"] == "alert" and printed["event_id"] is None
     assert len(new_runs(training_runs(training_deployment, len(before) + 2), before)) == 2
+    assert len([a for a in events.sent_alerts(workspace) if a["kind"] == "drift"]) == 2

@@ -9,6 +9,7 @@ import pytest
 
 from ctcd.batches import quarantined_batches, validated_batches
 from ctcd.config import CtcdConfig
+from ctcd.events import sent_alerts
 from ctcd.stream.landing import generate_stream
 from ctcd.workspace import Workspace
 
@@ -36,6 +37,10 @@ def test_ingest_flow_quarantines_only_the_corrupted_day(workspace: Workspace, de
     (bad,) = quarantined_batches(workspace)
     assert bad.batch_id == "2026-01-11" and "expect_column_values_to_not_be_null" in bad.reason
     assert json.loads((workspace.quarantine / "2026-01-11.json").read_text())["result"]["success"] is False
+    # The quarantine raised one alert (test_alerts.py follows alerts to a webhook).
+    assert [(a["kind"], a["episode"].split(":")[0]) for a in sent_alerts(workspace)] == [
+        ("quarantine", "2026-01-11")
+    ]
     # The covariate shift (days 8-14) passes with a warning on the salary mean, not a rejection.
     shifted = next(d for d in first.decisions if d.batch_id == "2026-01-08")
     assert shifted.accepted and shifted.warnings == 1

@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import yaml
 
-from ctcd import processes
+from ctcd import alerts, events, processes
 from ctcd.app import deployments, stack, stack_services
-from ctcd.config import CtcdConfig
+from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
 from tests.integration.test_prefect_stack import make_standin_project, write_config
 
@@ -73,6 +74,14 @@ def _drift_automations(cfg: CtcdConfig) -> int:
         )
 
 
+def _with_alerts(cfg: CtcdConfig, url: str) -> CtcdConfig:
+    """`cfg` with `alerts.webhook_url` set, saved to its file (the command line reads the file)."""
+    raw = yaml.safe_load(cfg.source.read_text(encoding="utf-8"))
+    raw["alerts"] = {"webhook_url": url, "block": "ctcd-alerts"}
+    cfg.source.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return load_config(cfg.source)
+
+
 def _deployment_ids(cfg: CtcdConfig) -> dict[str, Any]:
     with deployments.connect(deployments.prefect_api_url(cfg)) as client:
         return {d.name: d.id for d in client.read_deployments()}
@@ -85,6 +94,7 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
     project = make_standin_project(tmp_path / "project")
     # A generous bound: the machine is shared (benchmarks/stack_startup.py measures the time itself).
     cfg = write_config(tmp_path, {"project_dir": str(project), "startup_timeout_seconds": 300})
+    cfg = _with_alerts(cfg, "http://127.0.0.1:9/ctcd-alerts")  # no receiver: test_alerts.py has one
     prefect, mlflow = deployments.prefect_url(cfg), deployments.mlflow_url(cfg)
     external: processes.ProcessRecord | None = None
     try:
@@ -93,6 +103,10 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
         assert prefect in first.stdout and mlflow in first.stdout
         assert "ctcd-pipeline/retrain" in first.stdout and "monitoring/drift-watch" in first.stdout
         assert "no champion yet" in first.stdout
+        # One automation per alert kind, listed with its state.
+        for kind in events.ALERT_KINDS:
+            assert f"{alerts.automation_name(cfg, kind)}" in first.stdout
+        assert first.stdout.count(" enabled") >= len(events.ALERT_KINDS)
         records = {r.name: r for r in stack.read_records(workspace)}
         assert set(records) == {"prefect-server", "mlflow", "worker-cpu-pool", "worker-gpu-pool"}
         for record in records.values():
@@ -117,8 +131,13 @@ def test_up_is_healthy_idempotent_and_down_leaves_nothing_behind(
         assert services["bento"]["state"] == "skipped"
         assert _deployment_ids(cfg) == ids_before
         assert _drift_automations(cfg) == 1
+        assert [(a["kind"], a["enabled"]) for a in json.loads(second.stdout)["alerts"]] == [
+            (kind, True) for kind in events.ALERT_KINDS
+        ]
 
-        status = _services(ctcd(workspace, cfg, "stack", "status", "--json"))
+        status_result = ctcd(workspace, cfg, "stack", "status", "--json")
+        status = _services(status_result)
+        assert len(json.loads(status_result.stdout)["alerts"]) == len(events.ALERT_KINDS)
         assert status["prefect-server"]["state"] == "running"
         assert status["worker-cpu-pool"]["state"] == "running"
         assert status["mlflow"]["state"] == "stopped"  # not ctcd's any more

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from ctcd import registry
 from ctcd.batches import BatchRecord, sha256_of
 from ctcd.config import CtcdConfig
+from ctcd.events import sent_alerts
 from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
 from tasks.model import final_estimator
@@ -177,6 +178,10 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert registry.Registry(cfg, workspace).require_champion().version == "1"
     moves = [(h["previous"], h["version"], h.get("action")) for h in registry.alias_history(workspace)]
     assert moves == [(None, "1", "promote"), ("1", "2", "promote"), ("2", "1", "rollback")]
+    # Alerts: each rejected candidate once, and the rollback.
+    alerts = [(a["kind"], a["episode"]) for a in sent_alerts(workspace)]
+    assert alerts[:2] == [("candidate-rejected", "2"), ("candidate-rejected", "3")]
+    assert [kind for kind, _ in alerts[2:]] == ["rollback"]
 
 
 def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(

@@ -10,6 +10,7 @@ import pytest
 
 from ctcd import registry
 from ctcd.config import load_config
+from ctcd.events import sent_alerts
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
 from ctcd.workspace import Workspace
@@ -131,5 +132,7 @@ def test_failed_smoke_test_rolls_the_champion_back_and_keeps_serving(live):
     assert registry.Registry(cfg, ws).require_champion().version == serving
     last = registry.alias_history(ws)[-1]
     assert last["version"] == serving and last["reason"].startswith("rollback: smoke test failed")
+    alerts = [(a["kind"], a["episode"]) for a in sent_alerts(ws)]
+    assert alerts == [("rollback", f"delivery:{broken.version}")]
     assert traffic.failures == [] and traffic.answers
     assert {a["model_version"] for a in traffic.answers} == {serving}

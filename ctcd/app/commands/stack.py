@@ -30,7 +30,11 @@ def _print_report(report: StackReport, as_json: bool) -> None:
     if as_json:
         typer.echo(
             json.dumps(
-                {"services": [asdict(s) for s in report.services], "deployments": report.deployments},
+                {
+                    "services": [asdict(s) for s in report.services],
+                    "deployments": report.deployments,
+                    "alerts": [asdict(a) for a in report.alerts],
+                },
                 indent=2,
             )
         )
@@ -39,6 +43,10 @@ def _print_report(report: StackReport, as_json: bool) -> None:
         typer.echo(_service_line(service))
     if report.deployments:
         typer.echo("deployments: " + ", ".join(report.deployments))
+    if report.alerts:
+        typer.echo("alert automations:")
+        for a in report.alerts:
+            typer.echo(f"  {a.name:<44} {'enabled' if a.enabled else 'disabled'}")
 
 
 def up(

@@ -109,10 +109,15 @@ def rollback(
 ) -> None:
     """Move the champion back to the previous champion; recorded like a promotion."""
     from ctcd import registry
+    from ctcd.app import stack
 
     cfg, ws = options.load(config)
     entry = registry.Registry(cfg, ws).rollback(reason)
     typer.echo(f"champion: version {entry['version']} (rolled back from {entry['from']}); reason: {reason}")
+    summary = f"champion rolled back from version {entry['from']} to {entry['version']}: {reason}"
+    episode = f"rollback:{entry['from']}->{entry['version']}@{entry['at']}"
+    payload = {"version": entry["version"], "from": entry["from"], "reason": reason, "actor": entry["actor"]}
+    stack.alert_from_cli(cfg, ws, "rollback", summary, payload, episode)
 
 
 def status_record(cfg: CtcdConfig, ws: Workspace, decisions: int = 5) -> dict[str, Any]:
