@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ctcd.audit import append_move
 from ctcd.mlflow_connection import answered
-from ctcd.registry import CHALLENGER, ModelRef, Registry, append_audit
+from ctcd.registry import CHALLENGER, ModelRef, Registry
 
 if TYPE_CHECKING:
     from ctcd.config import CtcdConfig
@@ -46,5 +47,5 @@ def record_approval(
         "actor": actor,
         **(extra or {}),
     }
-    append_audit(ws, entry)
+    append_move(ws, entry)
     return entry

@@ -1,4 +1,4 @@
-"""MLflow seam: the `Registry` object (versions, aliases, loading) and the promotion history MLflow lacks.
+"""MLflow seam: the `Registry` object (versions, aliases, loading, logging, locked champion moves).
 
 The embedded default keeps the SQLite database and the artifacts inside the workspace; `tracking.tracking_uri`
 in the config points at an MLflow server instead. Every model version is a scikit-learn estimator logged
@@ -8,21 +8,31 @@ with `mlflow.sklearn` and carries `reference/reference.parquet` and `evaluation.
 experiment and MLflow's global tracking/registry URI are kept, not set again per call). Its methods come in
 three groups: reading (champion, version, load_model, ...), tracking (log_candidate, record_decision,
 log_monitoring; what a run logs is `ctcd/tracking.py`) and alias moves under the promotion lock (promote,
-move_alias, rollback), recorded in the workspace's audit log (`alias_history`, `champion_stack`).
+move_alias, rollback), recorded in the workspace's audit log (ctcd/audit.py: `alias_history`,
+`champion_stack`, which need only a workspace and are importable from here too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ctcd.audit import (
+    CHALLENGER,
+    CHAMPION,
+    PROMOTION_LOCK_TIMEOUT,
+    actor_name,
+    alias_history,
+    append_move,
+    champion_stack,
+    promotion_lock,
+)
 from ctcd.errors import NoChampion, UsageError, WorkFailed
 from ctcd.mlflow_connection import (
     Connection,
@@ -40,7 +50,6 @@ from ctcd.tracking import (
     log_candidate_run,
     log_monitoring_run,
 )
-from ctcd.workspace import file_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,9 +60,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PROMOTION_LOCK_TIMEOUT = 600.0
 _UNCHECKED = object()
 
 
@@ -366,13 +372,13 @@ class Registry:
             "version": ref.version,
             "previous": previous.version if previous else None,
             "reason": reason,
-            "actor": actor or _actor(),
+            "actor": actor or actor_name(),
             **(extra or {}),
         }
         if alias == CHAMPION:
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.champion_since", now)
             client.set_model_version_tag(self.model_name, ref.version, "ctcd.promotion_reason", reason)
-        append_audit(self.ws, entry)
+        append_move(self.ws, entry)
         return entry
 
     @_answered
@@ -422,51 +428,3 @@ class Registry:
     def champion_stack(self) -> list[str]:
         """The champion versions in promotion order, rolled-back ones removed (see `champion_stack`)."""
         return champion_stack(self.ws)
-
-
-# --- The workspace's side: the promotion lock and the audit log (no MLflow call) -------------------------
-
-
-@contextlib.contextmanager
-def promotion_lock(ws: Workspace, timeout: float = PROMOTION_LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the workspace's champion lock: one champion move at a time across processes on this machine."""
-    with file_lock(ws.audit / "champion.lock", timeout, "another champion move"):
-        yield
-
-
-def _audit_file(ws: Workspace) -> Path:
-    return ws.audit / "promotions.jsonl"
-
-
-def append_audit(ws: Workspace, entry: dict[str, Any]) -> None:
-    """Append one entry (an alias move, an approval decision) to the workspace's audit log."""
-    with _audit_file(ws).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
-
-
-def alias_history(ws: Workspace, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
-    """Every recorded alias move, oldest first (only `alias` when given)."""
-    path = _audit_file(ws)
-    if not path.exists():
-        return []
-    entries = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [e for e in entries if alias is None or e["alias"] == alias]
-
-
-def champion_stack(ws: Workspace) -> list[str]:
-    """The champion versions in promotion order, with rolled-back ones removed (last = current)."""
-    stack: list[str] = []
-    for entry in alias_history(ws, CHAMPION):
-        if entry.get("action") == "rollback":
-            if stack:
-                stack.pop()
-        else:
-            stack.append(entry["version"])
-    return stack
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
