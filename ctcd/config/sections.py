@@ -254,9 +254,27 @@ class DataGateConfig(Strict):
     csv_encoding: str = Field(default="utf-8", description="encoding of CSV batches")
 
 
+class OnlineGateConfig(Strict):
+    """The online gate: a candidate in shadow or canary judged against the champion on labelled live rows
+    (the offline gate's paired bootstrap, metric, confidence and `min_improvement`)."""
+
+    min_labelled_rows: int = Field(
+        default=200, ge=1, description="labelled live rows (scored by both models) needed before judging"
+    )
+    max_regression: float | None = Field(
+        default=None, ge=0, description="allowed drop of the primary metric; null: gates.model.max_regression"
+    )
+    max_wait_batches: int = Field(
+        default=5,
+        ge=1,
+        description="monitored batches a rollout may last without a promotion before it is rejected",
+    )
+
+
 class GatesConfig(Strict):
     data: DataGateConfig
     model: ModelGateConfig = ModelGateConfig()
+    online: OnlineGateConfig = OnlineGateConfig()
 
 
 class DriftPolicyConfig(Strict):
