@@ -301,14 +301,17 @@ class Registry:
         return self.version(logged.version)
 
     @_answered
-    def record_decision(self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str]) -> None:
-        """Store a gate decision as `gate/decision.json` in the version's run and as tags on the version."""
+    def record_decision(
+        self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str], artifact: str = DECISION_ARTIFACT
+    ) -> None:
+        """Store a gate decision as `artifact` (default `gate/decision.json`) in the version's run and as
+        tags on the version."""
         client = self.client
         if ref.run_id:
             from mlflow.entities import RunTag
 
             run_id = ref.run_id
-            answered(lambda: client.log_dict(run_id, decision, DECISION_ARTIFACT), "MLflow")
+            answered(lambda: client.log_dict(run_id, decision, artifact), "MLflow")
             run_tags = [RunTag(k, v) for k, v in tags.items()]
             answered(lambda: client.log_batch(run_id, tags=run_tags), "MLflow")
         for key, value in tags.items():

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from ctcd import columns
+from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig, DatasetConfig
 from ctcd.features import is_positive
 from tasks.dataset import join_labels
@@ -105,6 +106,17 @@ def max_regression(cfg: CtcdConfig) -> float:
     """The online gate's allowed regression (`gates.online.max_regression`, else the offline gate's)."""
     online = cfg.gates.online.max_regression
     return cfg.gates.model.max_regression if online is None else online
+
+
+def rollout_window(cfg: CtcdConfig, timeline: Timeline, batch: str) -> list[str]:
+    """The batches whose logged rows the online gate reads when monitoring `batch`: enough to count a
+    rollout up to `gates.online.max_wait_batches` (older rows are not the rollout's, or it is over)."""
+    return timeline.last(batch, cfg.gates.online.max_wait_batches + 1)
+
+
+def verdict_artifact(batch: str) -> str:
+    """Where the verdict of the monitoring run of `batch` is kept in the candidate's MLflow run."""
+    return f"gate/online-{batch}.json"
 
 
 def rollout_rows(
