@@ -71,12 +71,9 @@ class OnlineVerdict(BaseModel):
         return f"{head} on {self.labelled_rows} labelled live rows; {self.reason}"
 
     def tags(self) -> dict[str, str]:
-        """The verdict as a few model-version tags (`ctcd.online.*`)."""
-        return {
-            "ctcd.online": self.action,
-            "ctcd.online.delta": "-" if self.delta is None else f"{self.delta:.6f}",
-            "ctcd.online.rows": str(self.labelled_rows),
-        }
+        """The verdict as one model-version tag, `ctcd.online` (the full record is the artifact)."""
+        delta = "" if self.delta is None else f", delta {self.delta:+.4f}"
+        return {"ctcd.online": f"{self.action}{delta} on {self.labelled_rows} labelled live rows"}
 
     def markdown(self) -> str:
         """The verdict as a Prefect markdown artifact."""

@@ -102,3 +102,12 @@ def test_rollout_rows_join_arrived_labels_and_count_batches(cfg):
 def test_max_regression_defaults_to_the_offline_gates(cfg):
     assert cfg.gates.online.max_regression is None
     assert online_gate.max_regression(cfg) == cfg.gates.model.max_regression
+
+
+def test_the_verdict_reads_as_one_tag_and_a_markdown_table(cfg):
+    verdict = judge_online(cfg, _live(cfg, 2000, candidate_noise=0.5, champion_noise=2.0))
+    assert list(verdict.tags()) == ["ctcd.online"]
+    assert verdict.tags()["ctcd.online"].startswith("promote, delta +")
+    assert (
+        verdict.markdown().startswith("## Online gate: promote") and verdict.summary() in verdict.markdown()
+    )
