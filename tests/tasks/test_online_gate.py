@@ -111,3 +111,43 @@ def test_the_verdict_reads_as_one_tag_and_a_markdown_table(cfg):
     assert (
         verdict.markdown().startswith("## Online gate: promote") and verdict.summary() in verdict.markdown()
     )
+
+
+def _decision(cfg, passed: bool, reference_kind: str = "champion"):
+    from tasks.model_gate import BootstrapResult, GateDecision
+
+    boot = BootstrapResult(
+        metric="roc_auc",
+        candidate=0.8,
+        reference=0.7,
+        delta=0.1,
+        low=0.05,
+        high=0.15,
+        confidence=0.95,
+        samples=10,
+    )
+    return GateDecision(
+        passed=passed,
+        primary_metric="roc_auc",
+        reference_kind=reference_kind,
+        holdout_rows=100,
+        candidate_metrics={},
+        reference_metrics={},
+        bootstrap=boot,
+        slices=[],
+        checks=[],
+        thresholds=cfg.gates.model,
+        decided_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+@pytest.mark.parametrize("mode", ["shadow", "canary"])
+def test_a_blessed_candidate_goes_to_a_rollout_only_with_a_champion_and_a_rollout_mode(cfg, mode):
+    from tasks.training_run import rollout_mode
+
+    rolling = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"rollout": mode})})
+    assert rollout_mode(rolling, "1", _decision(cfg, passed=True)) == mode
+    assert rollout_mode(rolling, "1", _decision(cfg, passed=False)) is None  # not blessed
+    assert rollout_mode(rolling, None, _decision(cfg, passed=True, reference_kind="baseline")) is None
+    direct = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"rollout": "direct"})})
+    assert rollout_mode(direct, "1", _decision(cfg, passed=True)) is None
