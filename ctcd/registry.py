@@ -418,6 +418,24 @@ class Registry:
             extra = {"action": "rollback", "from": current.version}
             return self.move_alias(CHAMPION, target, reason, actor, extra)
 
+    @_answered
+    def remove_alias(self, alias: str, reason: str, actor: str | None = None) -> dict[str, Any] | None:
+        """Delete `alias` when it is set and append the removal to the audit log; return the entry."""
+        current = self.by_alias(alias)
+        if current is None:
+            return None
+        self.client.delete_registered_model_alias(self.model_name, alias)
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        entry = {"at": at, "model": self.model_name, "alias": alias, "version": current.version}
+        entry |= {
+            "previous": current.version,
+            "reason": reason,
+            "actor": actor or _actor(),
+            "action": "remove",
+        }
+        _append_audit(self.ws, entry)
+        return entry
+
     def alias_history(self, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
         """Every recorded alias move, oldest first (see `alias_history`)."""
         return alias_history(self.ws, alias)

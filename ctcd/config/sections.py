@@ -342,6 +342,25 @@ class ServingConfig(Strict):
         description="keep the smoke-test server as a standby between deliveries (each reloads it rather than "
         "starting a new one; `ctcd down` stops it)",
     )
+    rollout: Literal["direct", "shadow", "canary"] = Field(
+        default="direct",
+        description="how a new champion reaches traffic: direct (swapped in at promotion), shadow (the "
+        "candidate scores every row beside the champion, which still answers) or canary (the candidate "
+        "answers a growing share of rows, `canary_steps`); shadow and canary log both models' probabilities",
+    )
+    canary_steps: list[float] = Field(
+        default_factory=lambda: [0.05, 0.25, 1.0],
+        min_length=1,
+        description="the share of rows (by a stable hash of the row id) the candidate answers at each canary "
+        "step, increasing, each in (0, 1]",
+    )
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _increasing_shares(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"give increasing shares in (0, 1], e.g. [0.05, 0.25, 1.0], not {steps}")
+        return steps
 
 
 class TrackingConfig(Strict):
