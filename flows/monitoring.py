@@ -32,6 +32,7 @@ from ctcd import drift_report, events, policy_state
 from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig, load_config
 from ctcd.ct_inputs import current_batch, read_labels, read_window
+from ctcd.rollout import read_rollout
 from ctcd.workspace import Workspace
 from tasks import ct_steps, monitoring, online_gate
 from tasks.drift import MonitoringSignals, signal_metrics
@@ -40,10 +41,10 @@ from tasks.online_gate import OnlineVerdict
 from tasks.policy import PolicyState, record_outcome
 
 if TYPE_CHECKING:
-    from ctcd.rollout import RolloutState
     from prefect.events import Event
 
     from ctcd.registry import ModelRef
+    from ctcd.rollout import RolloutState
 
 
 @task(name="load-monitoring-inputs", cache_policy=NO_CACHE)
@@ -243,15 +244,6 @@ def monitor_window(
     )
     get_run_logger().info(outcome.summary())
     return outcome
-
-
-def read_rollout(ws: Workspace) -> RolloutState | None:
-    """The rollout in progress (`ctcd.rollout`), or None."""
-    try:  # MERGE: a plain import once part A's ctcd.rollout is merged
-        from ctcd.rollout import read_rollout as read
-    except ImportError:
-        return None
-    return read(ws)
 
 
 @flow(name="monitoring")

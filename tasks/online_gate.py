@@ -30,10 +30,10 @@ from ctcd.features import is_positive
 from tasks.dataset import join_labels
 from tasks.model_gate import paired_bootstrap
 
-CHAMPION_PROBABILITY = "champion_probability"
-CANDIDATE_PROBABILITY = "candidate_probability"
-CHAMPION_VERSION = "champion_version"
-CANDIDATE_VERSION = "candidate_version"
+CHAMPION_PROBABILITY = columns.CHAMPION_PROBABILITY
+CANDIDATE_PROBABILITY = columns.CANDIDATE_PROBABILITY
+CHAMPION_VERSION = columns.CHAMPION_VERSION
+CANDIDATE_VERSION = columns.CANDIDATE_VERSION
 OnlineAction = Literal["promote", "wait", "reject"]
 
 

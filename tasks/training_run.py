@@ -215,7 +215,7 @@ def rollout_mode(
     """The rollout the blessed model starts ("shadow" or "canary") instead of its promotion: with
     `serving.rollout` other than direct and a champion to compare it with live; None otherwise (promote at
     once, or nothing blessed)."""
-    mode = getattr(cfg.serving, "rollout", "direct")  # MERGE: serving.rollout (part A)
+    mode = cfg.serving.rollout
     if mode == "direct" or champion_version is None or ct_steps.served_model(decision) is None:
         return None
     return mode
