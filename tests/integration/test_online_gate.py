@@ -207,3 +207,26 @@ def test_a_worse_candidate_is_rejected_and_never_answers(live):
     everything = read_predictions(ws)
     assert v3.version not in set(everything["model_version"].astype(str))
     assert "candidate" not in set(everything["answered_by"].dropna())
+
+
+def test_a_canary_steps_up_while_the_online_gate_waits(live):
+    from flows.delivery import delivery_flow
+    from flows.monitoring import monitoring_flow
+
+    config, cfg, ws, handle = live
+    champion = registry.Registry(cfg, ws).require_champion().version
+    v4 = register(cfg, ws, seed=4, feature=0)
+    report = delivery_flow(str(config), version=v4.version, rollout="canary", build=False)
+    assert report.rollout == "canary", report.message
+    first = rollout.read_rollout(ws)
+    assert (first.step, first.fraction) == (0, cfg.serving.canary_steps[0])
+
+    day = "2026-03-06"
+    answers, _ = serve_day(cfg, handle.url, day, seed=14)
+    assert {a["model_version"] for a in answers} <= {champion, v4.version}
+    logged(ws, answers)
+    outcome = monitoring_flow(str(config), batch=day)  # its labels have not arrived
+    assert outcome.online is not None and outcome.online.action == "wait", outcome.online
+    stepped = rollout.read_rollout(ws)
+    assert (stepped.step, stepped.fraction) == (1, cfg.serving.canary_steps[1])
+    assert registry.Registry(cfg, ws).require_champion().version == champion
