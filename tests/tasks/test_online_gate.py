@@ -151,3 +151,17 @@ def test_a_blessed_candidate_goes_to_a_rollout_only_with_a_champion_and_a_rollou
     assert rollout_mode(rolling, None, _decision(cfg, passed=True, reference_kind="baseline")) is None
     direct = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"rollout": "direct"})})
     assert rollout_mode(direct, "1", _decision(cfg, passed=True)) is None
+
+
+def test_an_online_rejection_tells_the_retraining_policy_its_retraining_failed():
+    from tasks.policy import training_outcome
+
+    tags = {
+        "ctcd.reason": "drift: performance",
+        "ctcd.trigger": '{"batch": "2026-01-08"}',
+        "ctcd.gate.passed": "true",
+    }
+    assert training_outcome([("3", tags)], {"1"}, "2026-01-08") is None  # in rollout: not decided yet
+    rejected = {**tags, "ctcd.online": "reject, delta -0.0500 on 400 labelled live rows"}
+    assert training_outcome([("3", rejected)], {"1"}, "2026-01-08") is False
+    assert training_outcome([("3", tags)], {"1", "3"}, "2026-01-08") is True  # promoted online
