@@ -10,6 +10,8 @@ The model is an XGBoost classifier with the default config's parameters, trained
 satisfy the data contract, registered in a throw-away workspace. Load comes from `wrk` when installed
 (`apt-get install -y wrk`), else from a small asyncio/httpx generator (which itself costs CPU: numbers are
 then lower). Run: `.venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--connections 16]`.
+`--rollout shadow|canary` also measures ctcd with a second model version served beside the champion in
+that mode (alternating with the champion alone on the same server: the shadow latency cost).
 `--profile` also samples ctcd's server tree with py-spy (`pip install py-spy`; not in the lock) during a
 separate load run after the measured one, and prints the functions with the most samples (own and total).
 """
@@ -59,14 +61,16 @@ def synthetic_rows(cfg: CtcdConfig, n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(data)[cfg.dataset.features]
 
 
-def register_champion(cfg: CtcdConfig, ws: Workspace) -> registry.ModelRef:
-    """Train and register an XGBoost model like the real champion, and make it the champion."""
+def register_champion(
+    cfg: CtcdConfig, ws: Workspace, seed: int = 0, champion: bool = True
+) -> registry.ModelRef:
+    """Train and register an XGBoost model like the real champion, and make it the champion (unless not)."""
     import mlflow
     from mlflow.models import infer_signature
     from xgboost import XGBClassifier
 
     registry.Registry.open(cfg, ws)
-    x = synthetic_rows(cfg, 5000)
+    x = synthetic_rows(cfg, 5000, seed=seed)
     first = cfg.dataset.numerical_features[0]
     y = (x[first] > x[first].median()).astype(int)
     params = {
@@ -83,7 +87,8 @@ def register_champion(cfg: CtcdConfig, ws: Workspace) -> registry.ModelRef:
             pip_requirements=["scikit-learn", "xgboost"],
         )
     ref = registry.Registry(cfg, ws).version(info.registered_model_version)
-    registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="benchmark")
+    if champion:
+        registry.Registry(cfg, ws).move_alias(registry.CHAMPION, ref, reason="benchmark")
     return ref
 
 
@@ -301,6 +306,25 @@ def start_plain_bento(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, po
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def measure_rollout(cfg: CtcdConfig, ws: Workspace, url: str, body: dict, args: argparse.Namespace) -> dict:
+    """The champion alone, then with a candidate in `args.rollout` beside it, alternating `args.rounds` times
+    on the same live server (so both see the same machine load)."""
+    from ctcd.serving import deploy
+
+    candidate = register_champion(cfg, ws, seed=1, champion=False)
+    out: dict[str, dict] = {}
+    for i in range(1, args.rounds + 1):
+        name = f"rollout: champion alone #{i}"
+        out[name] = measure(f"{url}/predict", body, args.seconds, args.connections, {})
+        print(f"{name}:", out[name], flush=True)
+        deploy.start_rollout(cfg, ws, url, candidate.version, args.rollout)
+        name = f"rollout: {args.rollout} #{i}"
+        out[name] = measure(f"{url}/predict", body, args.seconds, args.connections, {})
+        print(f"{name}:", out[name], flush=True)
+        deploy.end_rollout(cfg, ws, url, promoted=False)
+    return out
+
+
 def main() -> None:
     """Run the three measurements and print req/s, p50, p99 and the ratios."""
     import signal
@@ -313,6 +337,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="BentoML workers (default: the config's)")
     parser.add_argument("--profile", action="store_true", help="sample ctcd's server with py-spy under load")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain BentoML service")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
+    parser.add_argument(
+        "--rollout",
+        choices=["shadow", "canary"],
+        default=None,
+        help="also measure ctcd with a second model version served in this rollout mode (same server, "
+        "alternating with the plain champion, `--rounds` times each)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the --rollout comparison")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ctcd-bench-"))
@@ -345,6 +378,8 @@ def main() -> None:
             f"{handle.url}/predict", {"rows": [row]}, args.seconds, args.connections, {}
         )
         print("ctcd:", results[f"ctcd BentoML ({cfg.serving.workers} worker)"], flush=True)
+        if args.rollout:
+            results |= measure_rollout(cfg, ws, handle.url, {"rows": [row]}, args)
         if args.profile:
             print(
                 profile_server(
@@ -367,29 +402,41 @@ def main() -> None:
             os.killpg(plain.pid, signal.SIGTERM)
             plain.wait(timeout=30)
 
-    mlflow_port = free_port()
-    peer = start_mlflow(cfg, ws, ref, mlflow_port)
-    try:
-        wait_http(f"http://127.0.0.1:{mlflow_port}/ping", timeout=300)
-        results["mlflow models serve (-w 1)"] = measure(
-            f"http://127.0.0.1:{mlflow_port}/invocations",
-            {"dataframe_records": [row]},
-            args.seconds,
-            args.connections,
-            {},
-        )
-    finally:
-        os.killpg(peer.pid, signal.SIGTERM)
-        peer.wait(timeout=30)
+    if not args.no_mlflow:
+        mlflow_port = free_port()
+        peer = start_mlflow(cfg, ws, ref, mlflow_port)
+        try:
+            wait_http(f"http://127.0.0.1:{mlflow_port}/ping", timeout=300)
+            results["mlflow models serve (-w 1)"] = measure(
+                f"http://127.0.0.1:{mlflow_port}/invocations",
+                {"dataframe_records": [row]},
+                args.seconds,
+                args.connections,
+                {},
+            )
+        finally:
+            os.killpg(peer.pid, signal.SIGTERM)
+            peer.wait(timeout=30)
 
     print(f"\n{'server':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
         print(f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r.get('errors', 0):7}")
     ours = next(r for n, r in results.items() if n.startswith("ctcd"))
-    peer_r = results["mlflow models serve (-w 1)"]
     limit = results["in-process predict_proba"]
-    speedup, faster = ours["rps"] / peer_r["rps"], peer_r["p50"] / ours["p50"]
-    print(f"\nctcd / mlflow: {speedup:.1f}x req/s, p50 {faster:.1f}x lower")
+    if "mlflow models serve (-w 1)" in results:
+        peer_r = results["mlflow models serve (-w 1)"]
+        speedup, faster = ours["rps"] / peer_r["rps"], peer_r["p50"] / ours["p50"]
+        print(f"\nctcd / mlflow: {speedup:.1f}x req/s, p50 {faster:.1f}x lower")
+    if args.rollout:
+        alone = [r for n, r in results.items() if n.startswith("rollout: champion alone")]
+        both = [r for n, r in results.items() if n.startswith(f"rollout: {args.rollout}")]
+        p50_alone, p50_both = np.median([r["p50"] for r in alone]), np.median([r["p50"] for r in both])
+        rps_alone, rps_both = np.median([r["rps"] for r in alone]), np.median([r["rps"] for r in both])
+        growth = p50_both / p50_alone - 1
+        print(
+            f"{args.rollout}: p50 {p50_both:.2f} ms vs {p50_alone:.2f} ms alone ({growth:+.0%}), "
+            f"req/s {rps_both:.0f} vs {rps_alone:.0f} (medians of {len(both)} alternating runs)"
+        )
     if "plain BentoML batchable (1 worker)" in results:
         plain_r = results["plain BentoML batchable (1 worker)"]
         ratio, lower = ours["rps"] / plain_r["rps"], plain_r["p50"] / ours["p50"]

@@ -2,11 +2,13 @@
 
 Layout (ARCHITECTURE.md, "Prediction log format"):
 `$CTCD_HOME/predictions/date=<YYYY-MM-DD>/part-<unix_ns>-<pid>.parquet`, one row per prediction with
-`request_id`, `served_at` (UTC), the dataset's id column, every feature, `probability`, `prediction` and
-`model_version`. The server appends records in memory on the request path; a background thread writes them
-in batches (every `serving.log_flush_rows` rows or `serving.log_flush_seconds`), and `close()` writes the
-rest on shutdown. A part is written under a hidden temporary name and renamed, so readers never see half a
-file. Records that cannot be written as Parquet are set aside as JSON lines,
+`request_id`, `served_at` (UTC), the dataset's id column, every feature, `probability`, `prediction`,
+`model_version` (what the client was answered) and the rollout columns `answered_by`, `champion_version`,
+`champion_probability`, `candidate_version`, `candidate_probability` (None without a rollout). The server
+appends records in memory on the request path; a background thread writes them in batches (every
+`serving.log_flush_rows` rows or `serving.log_flush_seconds`), and `close()` writes the rest on shutdown. A
+part is written under a hidden temporary name and renamed, so readers never see half a file. Records that
+cannot be written as Parquet are set aside as JSON lines,
 `date=<day written>/part-<unix_ns>-<pid>.failed.jsonl`, so one bad record never blocks the ones after it.
 """
 
@@ -23,7 +25,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctcd.columns import LOG_COLUMNS
+from ctcd.columns import (
+    ANSWERED_BY,
+    CANDIDATE_VERSION,
+    CHAMPION_VERSION,
+    LOG_COLUMNS,
+    MODEL_VERSION,
+    REQUEST_ID,
+    ROLLOUT_COLUMNS,
+)
 from ctcd.workspace import write_atomic
 
 if TYPE_CHECKING:
@@ -37,6 +47,7 @@ BASE_COLUMNS = list(LOG_COLUMNS)
 PARTITION_PREFIX = "date="
 FAILED_SUFFIX = ".failed.jsonl"
 _INT64 = range(-(2**63), 2**63)
+_TEXT_COLUMNS = (REQUEST_ID, MODEL_VERSION, ANSWERED_BY, CHAMPION_VERSION, CANDIDATE_VERSION)
 
 
 class PredictionLogWriter:
@@ -143,7 +154,7 @@ def _write_parts(directory: Path, chunks: list[pd.DataFrame | dict[str, Any]]) -
     served = pd.to_datetime(frame["served_at"], utc=True)
     frame["served_at"] = served
     for column in frame.columns:
-        if frame[column].dtype == object and column not in ("request_id", "model_version"):
+        if frame[column].dtype == object and column not in _TEXT_COLUMNS:
             frame[column] = _one_type(frame[column])
     # All or nothing: every part is converted and serialised before any is written, and a part that
     # cannot be written takes back the ones before it, so a failure leaves no part behind and the caller
@@ -247,4 +258,7 @@ def read_predictions(
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in BASE_COLUMNS})
     out = pd.concat(frames, ignore_index=True)
+    for column in ROLLOUT_COLUMNS:  # parts logged before rollouts existed lack them
+        if column not in out.columns:
+            out[column] = None
     return out.sort_values("served_at", kind="stable").reset_index(drop=True)

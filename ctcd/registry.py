@@ -307,14 +307,17 @@ class Registry:
         return self.version(logged.version)
 
     @_answered
-    def record_decision(self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str]) -> None:
-        """Store a gate decision as `gate/decision.json` in the version's run and as tags on the version."""
+    def record_decision(
+        self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str], artifact: str = DECISION_ARTIFACT
+    ) -> None:
+        """Store a gate decision as `artifact` (default `gate/decision.json`) in the version's run and as
+        tags on the version."""
         client = self.client
         if ref.run_id:
             from mlflow.entities import RunTag
 
             run_id = ref.run_id
-            answered(lambda: client.log_dict(run_id, decision, DECISION_ARTIFACT), "MLflow")
+            answered(lambda: client.log_dict(run_id, decision, artifact), "MLflow")
             run_tags = [RunTag(k, v) for k, v in tags.items()]
             answered(lambda: client.log_batch(run_id, tags=run_tags), "MLflow")
         for key, value in tags.items():
@@ -420,6 +423,24 @@ class Registry:
             target = self.version(stack[-2])
             extra = {"action": "rollback", "from": current.version}
             return self.move_alias(CHAMPION, target, reason, actor, extra)
+
+    @_answered
+    def remove_alias(self, alias: str, reason: str, actor: str | None = None) -> dict[str, Any] | None:
+        """Delete `alias` when it is set and append the removal to the audit log; return the entry."""
+        current = self.by_alias(alias)
+        if current is None:
+            return None
+        self.client.delete_registered_model_alias(self.model_name, alias)
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        entry = {"at": at, "model": self.model_name, "alias": alias, "version": current.version}
+        entry |= {
+            "previous": current.version,
+            "reason": reason,
+            "actor": actor or _actor(),
+            "action": "remove",
+        }
+        _append_audit(self.ws, entry)
+        return entry
 
     def alias_history(self, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
         """Every recorded alias move, oldest first (see `alias_history`)."""

@@ -51,6 +51,12 @@ def switch_live(cfg: CtcdConfig, url: str, version: str) -> dict[str, Any]:
     return deploy.switch_live(cfg, url, version)
 
 
+@task(name="start-rollout")
+def start_rollout(cfg: CtcdConfig, ws: Workspace, url: str, version: str, mode: str) -> None:
+    """Serve `version` beside the champion on the live server (shadow or canary)."""
+    deploy.start_rollout(cfg, ws, url, version, mode)
+
+
 @task(name="rollback-champion")
 def rollback_champion(config_path: str | None, to_version: str, failed_version: str, why: str) -> dict:
     """Point `champion` back at the version served before the failed one."""
@@ -86,8 +92,12 @@ def delivery_flow(
     version: str | None = None,
     start_if_down: bool = False,
     build: bool = True,
+    rollout: str | None = None,
 ) -> DeliveryReport:
-    """Deploy the champion (or `version`) to the live server, with a smoke test and automatic rollback."""
+    """Deploy the champion (or `version`) to the live server, with a smoke test and automatic rollback.
+
+    `rollout` ("shadow" or "canary"): `version` (the challenger) starts a rollout beside the champion on the
+    live server instead of replacing it; the online gate (monitoring) promotes or rejects it."""
     cfg = load_config(config_path)
     ws = Workspace.open()
     reg = registry.Registry(cfg, ws)
@@ -109,7 +119,22 @@ def delivery_flow(
         smoke=smoke,
         message="",
     )
-    if not smoke.passed:
+    if rollout and not smoke.passed:
+        report.status = "failed"
+        report.message = (
+            f"smoke test of version {target.version} failed ({smoke.error}); no rollout, the champion serves"
+        )
+    elif rollout:
+        if live is None and start_if_down and not is_serving(url):
+            handle = start_server(cfg, ws)
+            write_pid_file(ws, handle)
+            report.server_started = True
+        # With no live server the rollout waits in the server's reload channel for the next one on the port.
+        start_rollout(cfg, ws, url, target.version, rollout)
+        report.rollout = rollout
+        where = f"at {url}" if is_serving(url) else f"once a live server runs at {url}"
+        report.message = f"version {target.version} passed the smoke test and runs in {rollout} {where}"
+    elif not smoke.passed:
         champion = reg.champion()
         if previous and champion is not None and champion.version == target.version:
             rollback_champion(config_path, previous, target.version, smoke.error or "unknown")

@@ -32,16 +32,19 @@ from ctcd import drift_report, events, policy_state
 from ctcd.cadence import Timeline, workspace_timeline
 from ctcd.config import CtcdConfig, load_config
 from ctcd.ct_inputs import current_batch, read_labels, read_window
+from ctcd.rollout import read_rollout
 from ctcd.workspace import Workspace
-from tasks import ct_steps, monitoring
+from tasks import ct_steps, monitoring, online_gate
 from tasks.drift import MonitoringSignals, signal_metrics
 from tasks.monitoring import MonitoringInputs, MonitoringOutcome
+from tasks.online_gate import OnlineVerdict
 from tasks.policy import PolicyState, record_outcome
 
 if TYPE_CHECKING:
     from prefect.events import Event
 
     from ctcd.registry import ModelRef
+    from ctcd.rollout import RolloutState
 
 
 @task(name="load-monitoring-inputs", cache_policy=NO_CACHE)
@@ -140,6 +143,97 @@ def log_summary(cfg: CtcdConfig, ws: Workspace, outcome: MonitoringOutcome) -> s
         )
 
 
+@task(name="online-gate", cache_policy=NO_CACHE)
+def judge_rollout(
+    cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, timeline: Timeline, batch: str
+) -> OnlineVerdict:
+    """The online gate on the rows both models scored during the rollout, joined to their arrived labels."""
+    window = online_gate.rollout_window(cfg, timeline, batch)
+    predictions = read_window(ws, timeline, window)
+    labels = read_labels(cfg, ws, timeline, window[0])
+    rows, batches = online_gate.rollout_rows(predictions, labels, cfg.dataset, rollout.candidate_version)
+    return online_gate.judge_online(
+        cfg,
+        rows,
+        candidate_version=rollout.candidate_version,
+        champion_version=rollout.champion_version,
+        batches_waited=batches,
+    )
+
+
+@task(name="record-online-verdict", cache_policy=NO_CACHE)
+def record_verdict(cfg: CtcdConfig, ws: Workspace, verdict: OnlineVerdict, batch: str) -> None:
+    """Keep the verdict with the candidate's version in MLflow (artifact + tags)."""
+    from ctcd import registry
+
+    reg = registry.Registry(cfg, ws)
+    reg.record_decision(
+        reg.version(verdict.candidate_version),
+        verdict.model_dump(mode="json"),
+        verdict.tags(),
+        artifact=online_gate.verdict_artifact(batch),
+    )
+
+
+@task(name="act-on-online-verdict", cache_policy=NO_CACHE)
+def act_on_verdict(cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, verdict: OnlineVerdict) -> str:
+    """Promote (alias, then the live server serves the candidate alone), reject (the champion alone), or
+    keep waiting (a canary steps up); return what was done, in a few words."""
+    from ctcd import registry
+    from ctcd.serving import deploy
+    from ctcd.serving.server import live_server_url
+
+    url = live_server_url(cfg)
+    reg = registry.Registry(cfg, ws)
+    if verdict.action == "promote":
+        try:
+            reg.promote(
+                reg.version(verdict.candidate_version),
+                f"online gate: {verdict.summary()}",
+                actor="ctcd-online-gate",
+                extra={"rollout": rollout.mode, "labelled_rows": verdict.labelled_rows},
+                expected_champion=verdict.champion_version,
+            )
+        except registry.ChampionMoved as exc:
+            get_run_logger().warning("%s", exc)
+            deploy.end_rollout(cfg, ws, url, promoted=False)
+            return "not promoted: the champion moved during the rollout; rollout ended"
+        deploy.end_rollout(cfg, ws, url, promoted=True)
+        return f"promoted v{verdict.candidate_version}; it now answers every request"
+    if verdict.action == "reject":
+        deploy.end_rollout(cfg, ws, url, promoted=False)
+        return f"rolled v{verdict.candidate_version} out; the champion answers every request"
+    if rollout.mode == "canary":
+        state = deploy.advance_canary(cfg, ws, url)
+        return f"canary at {state.fraction:.0%} of requests"
+    return "shadow continues"
+
+
+def online_step(
+    cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, timeline: Timeline, batch: str
+) -> OnlineVerdict:
+    """The online gate of the rollout in progress: judge, record in MLflow, act, show the artifact."""
+    verdict = judge_rollout(cfg, ws, rollout, timeline, batch)
+    record_verdict(cfg, ws, verdict, batch)
+    done = act_on_verdict(cfg, ws, rollout, verdict)
+    create_markdown_artifact(
+        key=f"online-gate-{monitoring.artifact_key(cfg.registered_model_name)}",
+        markdown=f"{verdict.markdown()}\n{done}\n",
+        description=verdict.summary()[:500],
+    )
+    get_run_logger().info("%s; %s", verdict.summary(), done)
+    if verdict.action != "wait":
+        events.emit_alert(
+            cfg,
+            "online-gate",
+            f"{verdict.summary()}; {done}"[:300],
+            verdict.model_dump(mode="json"),
+            f"online-v{verdict.candidate_version}",
+            ws=ws,
+        )
+    return verdict
+
+
 def monitor_window(
     cfg: CtcdConfig,
     ws: Workspace,
@@ -199,4 +293,7 @@ def monitoring_flow(config_path: str | None = None, batch: str | None = None) ->
     promoted = retrain_outcome(cfg, ws, state)
     outcome = monitor_window(cfg, ws, load_inputs(cfg, ws, champ, timeline, current), promoted)
     log_summary(cfg, ws, outcome)
+    rollout = read_rollout(ws)
+    if rollout is not None:
+        outcome = outcome.model_copy(update={"online": online_step(cfg, ws, rollout, timeline, current)})
     return outcome

@@ -58,6 +58,13 @@ def ctcd_pipeline(
             )
             if report.training.promoted:
                 report.delivery = delivery_flow(config_path, start_if_down=True)
+            elif report.training.rollout:
+                report.delivery = delivery_flow(
+                    config_path,
+                    version=report.training.rollout_version,
+                    start_if_down=True,
+                    rollout=report.training.rollout,
+                )
 
         if monitor and reason is None and registry.Registry(cfg, ws).champion() is not None:
             if monitored_batch(cfg, ws, today) is None:

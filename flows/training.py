@@ -195,6 +195,14 @@ def alert_rejected(
     )
 
 
+@task(name="name-challenger", cache_policy=NO_CACHE, **MLFLOW_RETRIES)
+def name_challenger(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, reason: str, mode: str) -> None:
+    """Point `challenger` at the blessed model that goes to a rollout instead of being promoted."""
+    registry.Registry(cfg, ws).move_alias(
+        registry.CHALLENGER, ref, reason=f"{mode} rollout: {reason}", actor="ctcd-training"
+    )
+
+
 def _report_artifacts(
     cfg: CtcdConfig, ws: Workspace, report: TrainingReport, baseline: evaluation.EvaluationReport
 ) -> None:
@@ -282,13 +290,24 @@ def training_flow(
         record_approval(cfg, ws, chosen, verdict)
         blessed = verdict.approved
         promotion_reason = approval.promotion_reason(promotion_reason, verdict)
-    promoted = blessed and promote(
-        cfg,
-        ws,
-        chosen,
-        promotion_reason,
-        {"run_id": chosen.run_id, "trigger_reason": reason},
-        champion.version if champion else None,
+    # With serving.rollout shadow or canary, a blessed model replacing a champion is not promoted here: it
+    # becomes the challenger, the delivery starts its rollout and the online gate (monitoring) decides.
+    rollout = (
+        training_run.rollout_mode(cfg, champion.version if champion else None, decision) if blessed else None
+    )
+    if rollout:
+        name_challenger(cfg, ws, chosen, promotion_reason, rollout)
+    promoted = (
+        blessed
+        and not rollout
+        and promote(
+            cfg,
+            ws,
+            chosen,
+            promotion_reason,
+            {"run_id": chosen.run_id, "trigger_reason": reason},
+            champion.version if champion else None,
+        )
     )
     out = TrainingReport(
         model_name=cfg.registered_model_name,
@@ -306,7 +325,13 @@ def training_flow(
         reason=reason,
         seconds=time.perf_counter() - started,
         cost=fitted.cost.metrics(),
+        rollout=rollout,
+        rollout_version=chosen.version if rollout else None,
     )
+    if rollout:
+        logger.info(
+            "version %s goes to a %s rollout; the online gate decides its promotion", chosen.version, rollout
+        )
     _report_artifacts(cfg, ws, out, baseline_report)
     if champion is None and decision.chosen is None:
         raise WorkFailed(model_gate.no_first_model(decision))

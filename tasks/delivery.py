@@ -25,6 +25,8 @@ class DeliveryReport(BaseModel):
     bento_tag: str | None = None
     smoke: SmokeResult
     message: str
+    rollout: str | None = None
+    """"shadow" or "canary": the version started a rollout beside the champion rather than replacing it."""
 
 
 def previous_version(
@@ -57,6 +59,7 @@ def delivery_markdown(report: DeliveryReport) -> str:
             f"| live server | {report.live_url} (switched: {report.live_switched}, "
             f"started: {report.server_started}) |",
             f"| bento | {report.bento_tag or '-'} |",
+            f"| rollout | {report.rollout or '-'} |",
             "",
             report.message,
         ]

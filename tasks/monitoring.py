@@ -31,6 +31,7 @@ from tasks.drift import (
     feature_kinds,
     feature_thresholds,
 )
+from tasks.online_gate import OnlineVerdict
 from tasks.policy import PolicyState, RetrainDecision, training_outcome
 
 if TYPE_CHECKING:
@@ -61,11 +62,16 @@ class MonitoringOutcome(BaseModel):
     report: str | None = None
     event_id: str | None = None
     evidently_summary: dict[str, Any] = {}
+    online: OnlineVerdict | None = None
+    """The online gate's verdict on the rollout in progress (None: no rollout)."""
 
     def summary(self) -> str:
         """One line: the verdict on this batch."""
         d = self.decision
-        return f"{self.model} v{self.champion_version} on batch {self.batch}: {d.action} ({d.reason})"
+        line = f"{self.model} v{self.champion_version} on batch {self.batch}: {d.action} ({d.reason})"
+        if self.online is not None:
+            line += f"; online gate: {self.online.action} v{self.online.candidate_version}"
+        return line
 
     def as_payload(self) -> dict[str, Any]:
         """The JSON summary logged to MLflow against the champion's version."""

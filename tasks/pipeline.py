@@ -25,9 +25,12 @@ class PipelineReport(BaseModel):
         parts = [f"{len(self.ingest.accepted)} batch(es) validated, {len(self.ingest.rejected)} quarantined"]
         if self.training:
             verdict = "promoted" if self.training.promoted else "not promoted"
+            if self.training.rollout:
+                verdict = f"to a {self.training.rollout} rollout (v{self.training.rollout_version})"
             parts.append(f"trained v{self.training.version} ({self.training.reason}): {verdict}")
         if self.delivery:
-            parts.append(f"delivery {self.delivery.status} v{self.delivery.version}")
+            rollout = f" in {self.delivery.rollout}" if self.delivery.rollout else ""
+            parts.append(f"delivery {self.delivery.status} v{self.delivery.version}{rollout}")
         if self.monitoring:
             parts.append(f"monitor: {self.monitoring.decision.action} ({self.monitoring.decision.reason})")
         return "; ".join(parts + self.notes)

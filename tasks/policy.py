@@ -216,15 +216,17 @@ def training_outcome(
     """Whether the drift-triggered training the policy started on `retrained_on` was promoted.
 
     `versions`: (version, tags) of the registered model, newest first, tagged by the training flow
-    (`ctcd.reason`, `ctcd.trigger` with the monitored batch, `ctcd.gate.passed`); `champions`: every version
-    that was ever made champion. None while no such version is registered or its gate has not decided.
+    (`ctcd.reason`, `ctcd.trigger` with the monitored batch, `ctcd.gate.passed`; in a rollout, the online
+    gate's `ctcd.online`); `champions`: every version that was ever made champion. None while no such version
+    is registered or its gates have not decided.
     """
     for version, tags in versions:
         if not tags.get("ctcd.reason", "").startswith("drift") or _trigger_batch(tags) != retrained_on:
             continue
         if version in champions:
             return True
-        return False if tags.get("ctcd.gate.passed") == "false" else None
+        rejected = tags.get("ctcd.gate.passed") == "false" or tags.get("ctcd.online", "").startswith("reject")
+        return False if rejected else None
     return None
 
 

@@ -43,6 +43,11 @@ class TrainingReport(BaseModel):
     reason: str
     seconds: float
     cost: dict[str, float] = {}
+    rollout: str | None = None
+    """"shadow" or "canary" when the blessed model goes to a rollout instead of being promoted (the online
+    gate promotes it later); None when it was promoted at once, or not blessed."""
+    rollout_version: str | None = None
+    """The version in rollout (the candidate, or the baseline that won on a restarted window)."""
 
 
 def training_window(
@@ -204,6 +209,18 @@ def _config_yaml(cfg: CtcdConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def rollout_mode(
+    cfg: CtcdConfig, champion_version: str | None, decision: model_gate.GateDecision
+) -> str | None:
+    """The rollout the blessed model starts ("shadow" or "canary") instead of its promotion: with
+    `serving.rollout` other than direct and a champion to compare it with live; None otherwise (promote at
+    once, or nothing blessed)."""
+    mode = cfg.serving.rollout
+    if mode == "direct" or champion_version is None or ct_steps.served_model(decision) is None:
+        return None
+    return mode
+
+
 def promotion_reason(reason: str, decision: model_gate.GateDecision) -> str:
     """Why `champion` moves: the run's reason and why the gate serves what it does (ct_steps.served_note)."""
     return f"{reason}: {ct_steps.served_note(decision)}"
@@ -226,7 +243,9 @@ def gate_markdown(report: TrainingReport) -> str:
     """The model gate's verdict and checks, as markdown."""
     d = report.decision
     checks = "\n".join(f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in d.checks)
+    verdict = "promoted" if report.promoted else "not promoted"
+    if report.rollout:
+        verdict = f"{report.rollout} rollout of version {report.rollout_version} (the online gate decides)"
     return (
-        f"## Model gate: {'promoted' if report.promoted else 'not promoted'}\n\n{d.summary()}\n\n"
-        f"| check | result | rule |\n|---|---|---|\n{checks}\n"
+        f"## Model gate: {verdict}\n\n{d.summary()}\n\n| check | result | rule |\n|---|---|---|\n{checks}\n"
     )

@@ -264,9 +264,27 @@ class DataGateConfig(Strict):
     csv_encoding: str = Field(default="utf-8", description="encoding of CSV batches")
 
 
+class OnlineGateConfig(Strict):
+    """The online gate: a candidate in shadow or canary judged against the champion on labelled live rows
+    (the offline gate's paired bootstrap, metric, confidence and `min_improvement`)."""
+
+    min_labelled_rows: int = Field(
+        default=200, ge=1, description="labelled live rows (scored by both models) needed before judging"
+    )
+    max_regression: float | None = Field(
+        default=None, ge=0, description="allowed drop of the primary metric; null: gates.model.max_regression"
+    )
+    max_wait_batches: int = Field(
+        default=5,
+        ge=1,
+        description="monitored batches a rollout may last without a promotion before it is rejected",
+    )
+
+
 class GatesConfig(Strict):
     data: DataGateConfig
     model: ModelGateConfig = ModelGateConfig()
+    online: OnlineGateConfig = OnlineGateConfig()
 
 
 class DriftPolicyConfig(Strict):
@@ -334,6 +352,25 @@ class ServingConfig(Strict):
         description="keep the smoke-test server as a standby between deliveries (each reloads it rather than "
         "starting a new one; `ctcd down` stops it)",
     )
+    rollout: Literal["direct", "shadow", "canary"] = Field(
+        default="direct",
+        description="how a new champion reaches traffic: direct (swapped in at promotion), shadow (the "
+        "candidate scores every row beside the champion, which still answers) or canary (the candidate "
+        "answers a growing share of rows, `canary_steps`); shadow and canary log both models' probabilities",
+    )
+    canary_steps: list[float] = Field(
+        default_factory=lambda: [0.05, 0.25, 1.0],
+        min_length=1,
+        description="the share of rows (by a stable hash of the row id) the candidate answers at each canary "
+        "step, increasing, each in (0, 1]",
+    )
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _increasing_shares(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"give increasing shares in (0, 1], e.g. [0.05, 0.25, 1.0], not {steps}")
+        return steps
 
 
 class TrackingConfig(Strict):

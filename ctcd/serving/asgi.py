@@ -112,7 +112,8 @@ async def _answer(send: Any, status: int, message: str) -> None:
 
 
 def admin_app() -> Any:
-    """The small Starlette app for `/model` and `/admin/reload`, mounted passively at the root."""
+    """The small Starlette app for `/model` and `/admin/reload` (with an optional rollout), mounted passively
+    at the root."""
     import anyio.to_thread
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -124,15 +125,22 @@ def admin_app() -> Any:
         return JSONResponse(svc.describe())
 
     async def reload_model(request: Request) -> JSONResponse:
+        from ctcd.serving.rollout_scoring import ServedRollout
+
         try:
             payload = json.loads(await request.body() or b"{}")
-            version = payload.get("version") if isinstance(payload, dict) else None
-        except json.JSONDecodeError:
-            return JSONResponse({"error": 'send {"version": "<n>"} or {} for the champion'}, status_code=400)
+            payload = payload if isinstance(payload, dict) else {}
+            version = payload.get("version")
+            rollout = payload.get("rollout")
+            rollout = ServedRollout.model_validate(rollout) if rollout is not None else None
+        except (json.JSONDecodeError, ValidationError):
+            message = 'send {"version": "<n>"} or {} for the champion, with an optional "rollout": '
+            message += '{"candidate_version": "<n>", "mode": "shadow" or "canary", "fraction": 0.05}'
+            return JSONResponse({"error": message}, status_code=400)
         svc = bentoml.get_current_service()
         try:
             result = await anyio.to_thread.run_sync(
-                svc.request_reload, None if version is None else str(version)
+                svc.request_reload, None if version is None else str(version), rollout
             )
         except CtcdError as exc:
             return JSONResponse({"error": str(exc)}, status_code=409)

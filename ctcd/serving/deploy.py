@@ -6,6 +6,8 @@ offline. That server is started for the test and stopped after it, or (`serving.
 as a standby that the next delivery reloads to its candidate: blue/green without a second start.
 The switch is a guarded in-process reload of the live server (`POST /admin/reload`): each worker loads
 the new version beside the old one, checks it, and swaps one reference, so no request fails.
+A rollout (`ctcd.rollout`; `start_rollout`, `advance_canary`, `end_rollout`) goes through the same reload:
+the server keeps the champion and loads the candidate beside it, in shadow or canary.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel
 
 from ctcd import registry, settings
-from ctcd.errors import CtcdError, DependencyUnavailable, WorkFailed
+from ctcd.errors import CtcdError, DependencyUnavailable, UsageError, WorkFailed
 from ctcd.features import model_input
+from ctcd.rollout import RolloutState, clear_rollout, read_rollout, write_rollout
+from ctcd.workspace import write_json_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,12 +201,18 @@ def live_model(url: str) -> dict[str, Any] | None:
     return response.json() if response.status_code == 200 else None
 
 
-def switch_live(cfg: CtcdConfig, url: str, version: str, timeout: float = SWITCH_TIMEOUT) -> dict[str, Any]:
-    """Reload the live server to `version`, wait until it answers with it, and return the reload reply."""
+def switch_live(
+    cfg: CtcdConfig,
+    url: str,
+    version: str,
+    timeout: float = SWITCH_TIMEOUT,
+    rollout: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Reload the live server to `version` (with `rollout`'s candidate beside it; None: alone, which ends
+    any rollout), wait until every worker serves it, and return the reload reply."""
+    body = {"version": version, "rollout": rollout}
     try:
-        response = httpx.post(
-            f"{url}/admin/reload", json={"version": version}, headers=api_headers(cfg), timeout=timeout
-        )
+        response = httpx.post(f"{url}/admin/reload", json=body, headers=api_headers(cfg), timeout=timeout)
     except httpx.HTTPError as exc:
         raise DependencyUnavailable(f"the live server at {url} did not answer the reload: {exc}") from exc
     if response.status_code != 200:
@@ -217,9 +228,90 @@ def switch_live(cfg: CtcdConfig, url: str, version: str, timeout: float = SWITCH
                 f"the live server at {url} still answers with another version after {timeout:.0f}s"
             )
         info = live_model(url) or {}
-        in_a_row = in_a_row + 1 if info.get("version") == version else 0
+        same = info.get("version") == version and info.get("rollout") == rollout
+        in_a_row = in_a_row + 1 if same else 0
         time.sleep(0.1)
     return response.json()
+
+
+def start_rollout(
+    cfg: CtcdConfig, ws: Workspace, url: str, candidate_version: str, mode: Literal["shadow", "canary"]
+) -> RolloutState:
+    """Serve `candidate_version` beside the champion (shadow, or canary at the first `serving.canary_steps`
+    share), mark it `challenger`, and tell the live server at `url`; return the recorded rollout."""
+    reg = registry.Registry(cfg, ws)
+    champion = reg.require_champion()
+    candidate = reg.version(candidate_version)
+    if candidate.version == champion.version:
+        raise UsageError(f"version {candidate.version} is the champion already: there is nothing to roll out")
+    state = RolloutState(
+        candidate_version=candidate.version,
+        champion_version=champion.version,
+        mode=mode,
+        step=0,
+        fraction=cfg.serving.canary_steps[0] if mode == "canary" else 0.0,
+        started_at=datetime.now(UTC),
+        started_batch=_newest_batch(ws),
+    )
+    reg.move_alias(registry.CHALLENGER, candidate, reason=f"{mode} rollout", extra={"action": "rollout"})
+    _tell_live(cfg, ws, url, champion.version, state)
+    write_rollout(ws, state)
+    return state
+
+
+def advance_canary(cfg: CtcdConfig, ws: Workspace, url: str) -> RolloutState:
+    """Move the canary to the next `serving.canary_steps` share (it stays at the last) and tell the server."""
+    state = read_rollout(ws)
+    if state is None or state.mode != "canary":
+        raise UsageError("no canary rollout is in progress: start one with `serving.rollout: canary`")
+    step = min(state.step + 1, len(cfg.serving.canary_steps) - 1)
+    state = state.model_copy(update={"step": step, "fraction": cfg.serving.canary_steps[step]})
+    _tell_live(cfg, ws, url, state.champion_version, state)
+    write_rollout(ws, state)
+    return state
+
+
+def end_rollout(cfg: CtcdConfig, ws: Workspace, url: str, promoted: bool) -> None:
+    """End the rollout: the live server serves the champion alone (the candidate, when `promoted` and the
+    caller has made it the champion), and a rejected candidate loses the `challenger` alias."""
+    state = read_rollout(ws)
+    reg = registry.Registry(cfg, ws)
+    champion = reg.require_champion()
+    _tell_live(cfg, ws, url, champion.version, None)
+    if not promoted and state is not None:
+        challenger = reg.by_alias(registry.CHALLENGER)
+        if challenger is not None and challenger.version == state.candidate_version:
+            reg.remove_alias(registry.CHALLENGER, reason=f"{state.mode} rollout ended without promotion")
+    clear_rollout(ws)
+
+
+def _tell_live(cfg: CtcdConfig, ws: Workspace, url: str, version: str, state: RolloutState | None) -> None:
+    """Have the live server at `url` serve `version` and the rollout; when none answers, leave the request
+    in its reload channel, which a server started later on that port follows."""
+    from ctcd.serving.server import reload_channel
+
+    served = None
+    if state is not None:
+        served = {
+            "candidate_version": state.candidate_version,
+            "mode": state.mode,
+            "fraction": state.fraction,
+        }
+    if live_model(url) is not None:
+        switch_live(cfg, url, version, rollout=served)
+        return
+    port = httpx.URL(url).port
+    if port is not None:
+        request = {"version": version, "rollout": served, "requested_at": time.time()}
+        write_json_atomic(reload_channel(ws, port), request, indent=None)
+
+
+def _newest_batch(ws: Workspace) -> str | None:
+    """The newest validated batch's id: the last batch before the rollout's traffic."""
+    from ctcd.batches import validated_batches
+
+    batches = validated_batches(ws)
+    return batches[-1].batch_id if batches else None
 
 
 def build_bento(cfg: CtcdConfig, ws: Workspace, version: str) -> str:

@@ -8,6 +8,8 @@ Endpoints (JSON):
 - `GET /model`: the live model version of the worker that answers, and the last reload error if any.
 - `POST /admin/reload` `{"version": "4"}` (omit the version for the current champion): load the version in
   the background, check it answers sane probabilities, then swap it in atomically. Every worker follows.
+  With `"rollout": {"candidate_version": "5", "mode": "shadow"|"canary", "fraction": 0.05}` the candidate
+  is served beside the champion (`ctcd.serving.rollout_scoring`); a reload without it ends any rollout.
 - Built in: `/healthz`, `/livez`, `/readyz` (ready once a model is loaded), `/metrics` (Prometheus).
 
 Every prediction carries `request_id`, `probability`, `prediction` and `model_version`, and is appended to
@@ -50,6 +52,15 @@ from ctcd.serving.asgi import (
     admin_app,
 )
 from ctcd.serving.batcher import MicroBatcher
+from ctcd.serving.rollout_scoring import (
+    ActiveRollout,
+    ServedRollout,
+    ShadowScorer,
+    active_rollout,
+    candidate_frame,
+    model_scores,
+    rollout_answers,
+)
 from ctcd.serving.schema import (
     AS_OF_FIELD,
     ServingSchema,
@@ -173,14 +184,17 @@ class ChampionService:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._live: LiveModel | None = None
+        self._rollout: ActiveRollout | None = None
         self._reload_error: str | None = None
         self._probe = example_frame(SCHEMA)
         self._channel = reload_channel(WS, ARGS.port) if ARGS.port and not ARGS.version else None
         self._seen = self._channel_stamp()
-        wanted = self._channel_request() or ARGS.version
+        wanted, wanted_rollout = self._channel_request()
+        wanted = wanted or ARGS.version
         try:
             self._live = load_live_model(CFG, WS, wanted)
             check_answers(self._live, self._probe)
+            self._rollout = self._load_rollout(self._live, wanted_rollout)
         except Exception as exc:
             # Stay up but not ready: /model tells why, and `start_server` reports it instead of a timeout.
             self._reload_error = f"could not load model version {wanted or 'champion'}: {exc}"
@@ -190,6 +204,7 @@ class ChampionService:
             if ARGS.log_predictions
             else None
         )
+        self._shadow = ShadowScorer(self._log.append) if self._log is not None else None
         self._batch_rows = _batch_rows_histogram()
         self._batcher = MicroBatcher(
             self._score, CFG.serving.max_batch_size, CFG.serving.max_latency_ms / 1000, "ctcd-predict"
@@ -223,46 +238,75 @@ class ChampionService:
         """Stop following reloads, finish the batch being scored and write every buffered prediction."""
         self._stop.set()
         self._batcher.close()
+        if self._shadow is not None:
+            self._shadow.close()
         if self._log is not None:
             self._log.close()
 
     def describe(self) -> dict[str, Any]:
         """What this worker serves right now."""
-        live = self._live
+        live, rollout = self._live, self._rollout
         return {
             "model": CFG.registered_model_name,
             "version": live.version if live else None,
+            "rollout": rollout.describe() if rollout else None,
             "loaded_at": live.loaded_at.isoformat() if live else None,
             "pinned": ARGS.version is not None,
             "reload_error": self._reload_error,
             "worker_pid": os.getpid(),
         }
 
-    def request_reload(self, version: str | None) -> dict[str, Any]:
-        """Switch every worker of this server to `version` (None: the champion now); return the outcome."""
+    def request_reload(self, version: str | None, rollout: ServedRollout | None = None) -> dict[str, Any]:
+        """Switch every worker of this server to `version` (None: the champion now), with `rollout`'s
+        candidate beside it (None: the champion alone); return the outcome."""
         if ARGS.version:
             raise CtcdError(f"this server is pinned to version {ARGS.version} and does not reload")
         target = version or registry.Registry(CFG, WS).require_champion().version
         previous = self._live.version if self._live else None
+        served = rollout.model_dump() if rollout else None
         if self._channel is not None:
-            write_json_atomic(self._channel, {"version": target, "requested_at": time.time()}, indent=None)
-        self._apply(target)
-        return {"version": target, "previous": previous, "worker_pid": os.getpid()}
+            request = {"version": target, "rollout": served, "requested_at": time.time()}
+            write_json_atomic(self._channel, request, indent=None)
+        self._apply(target, rollout)
+        return {"version": target, "previous": previous, "rollout": served, "worker_pid": os.getpid()}
 
-    def _apply(self, version: str | None) -> None:
+    def _apply(self, version: str | None, rollout: ServedRollout | None = None) -> None:
         with self._reload_lock:
-            if version is not None and self._live is not None and self._live.version == version:
-                return
+            live = self._live
+            if version is None or live is None or live.version != version:
+                try:
+                    live = self._load_checked(version)
+                except Exception as exc:
+                    self._reload_error = f"reload to version {version or 'champion'} failed: {exc}"
+                    logger.error(self._reload_error)
+                    raise CtcdError(self._reload_error) from exc
             try:
-                candidate = load_live_model(CFG, WS, version)
-                check_answers(candidate, _frame(self._probe))
+                active = self._load_rollout(live, rollout)
             except Exception as exc:
-                self._reload_error = f"reload to version {version or 'champion'} failed: {exc}"
+                self._reload_error = f"loading candidate version {rollout.candidate_version} failed: {exc}"  # type: ignore[union-attr]
                 logger.error(self._reload_error)
                 raise CtcdError(self._reload_error) from exc
-            self._live = candidate  # the atomic swap: batches in flight keep the model they started with
+            # The atomic swap (two references; any mix of old and new a batch may read is a valid answer):
+            # batches in flight keep the models they started with.
+            serving = (live.version, active and active.describe())
+            changed = serving != (
+                self._live and self._live.version,
+                self._rollout and self._rollout.describe(),
+            )
+            self._rollout, self._live = active, live
             self._reload_error = None
-            logger.info("now serving model version %s", candidate.version)
+            if changed:
+                logger.info("now serving model version %s, rollout %s", *serving)
+
+    def _load_rollout(self, champion: LiveModel, rollout: ServedRollout | None) -> ActiveRollout | None:
+        """The candidate beside `champion`: the one loaded already when the version is the same."""
+        loaded = [m for m in (self._rollout and self._rollout.candidate, champion) if m is not None]
+        return active_rollout(rollout, loaded, self._load_checked)
+
+    def _load_checked(self, version: str | None) -> LiveModel:
+        model = load_live_model(CFG, WS, version)
+        check_answers(model, _frame(self._probe))
+        return model
 
     def _watch(self) -> None:
         last_try = time.monotonic()
@@ -271,7 +315,7 @@ class ChampionService:
                 stamp = self._channel_stamp()
                 if stamp != self._seen:
                     self._seen = stamp
-                    self._apply(self._channel_request())
+                    self._apply(*self._channel_request())
                 elif self._live is None and time.monotonic() - last_try > CHAMPION_RETRY_SECONDS:
                     last_try = time.monotonic()
                     self._apply(None)
@@ -286,17 +330,19 @@ class ChampionService:
         except FileNotFoundError:
             return None
 
-    def _channel_request(self) -> str | None:
+    def _channel_request(self) -> tuple[str | None, ServedRollout | None]:
         if self._channel is None or not self._channel.exists():
-            return None
+            return None, None
         try:
-            return str(json.loads(self._channel.read_text(encoding="utf-8"))["version"])
+            request = json.loads(self._channel.read_text(encoding="utf-8"))
+            rollout = request.get("rollout")
+            return str(request["version"]), ServedRollout.model_validate(rollout) if rollout else None
         except (OSError, ValueError, KeyError):
-            return None
+            return None, None
 
     def _score(self, requests: list[Sequence[Any]]) -> list[bytes]:
         """Score the rows of several requests at once; one JSON answer (bytes) per request, in order."""
-        live = self._live
+        live, rollout = self._live, self._rollout
         if live is None:
             raise bentoml.exceptions.ServiceUnavailable(
                 "no model is loaded yet: the registry has no champion"
@@ -306,12 +352,14 @@ class ChampionService:
         if CFG.serving.unknown_category == "warn":
             _warn_unknown(raw)
         frame, columns = live.input_columns(raw)
-        proba = np.asarray(live.estimator.predict_proba(frame), dtype="float64")
-        positive = proba[:, live.positive_index]
-        labels = live.classes[proba.argmax(axis=1)].astype("int64")
+        positive, labels = model_scores(live, frame)
         ids = [getattr(r, SCHEMA.id_column) for r in rows]
         request_ids = [uuid.uuid4().hex for _ in rows]
-        version, id_column = live.version, SCHEMA.id_column
+        id_column = SCHEMA.id_column
+        shadow = rollout is not None and rollout.mode == "shadow"
+        positive, labels, versions, rollout_log = rollout_answers(
+            live, rollout, raw, frame, (positive, labels), ids, request_ids
+        )
         answers = [
             {
                 "request_id": rid,
@@ -320,8 +368,8 @@ class ChampionService:
                 "model_version": version,
                 id_column: row_id,
             }
-            for rid, p, label, row_id in zip(
-                request_ids, positive.tolist(), labels.tolist(), ids, strict=True
+            for rid, p, label, version, row_id in zip(
+                request_ids, positive.tolist(), labels.tolist(), versions, ids, strict=True
             )
         ]
         self._probe = {name: values[:PROBE_ROWS] for name, values in raw.items()}
@@ -339,12 +387,14 @@ class ChampionService:
             }
             # Each feature as the model took it: float64, or text for text categories.
             record |= columns
-            record |= {
-                "probability": positive,
-                "prediction": labels,
-                "model_version": [version] * len(rows),
-            }
-            self._log.append(record)
+            record |= {"probability": positive, "prediction": labels, "model_version": versions}
+            record |= rollout_log
+            if shadow and self._shadow is not None:
+                # The candidate scores the batch after it is answered, in the shadow scorer's thread.
+                cand = rollout.candidate  # type: ignore[union-attr]
+                self._shadow.submit(cand, lambda: candidate_frame(live, cand, raw, frame), record)
+            else:
+                self._log.append(record)
         out: list[bytes] = []
         start = 0
         for request in requests:

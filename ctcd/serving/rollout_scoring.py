@@ -1,0 +1,187 @@
+"""Scoring during a rollout (`ctcd.rollout`): the champion and a candidate on the same rows.
+
+`ChampionService` holds the candidate beside the champion while a rollout is active. In canary both models
+score the batch before it is answered (each row is answered by the model `routes_to_candidate` picks for its
+id). In shadow only the champion answers, so the candidate's scoring and the log write leave the request
+path: `ShadowScorer` does them in its own thread, and scores inline only when it falls behind (its queue is
+full), so the log stays complete. Every logged row carries both probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from ctcd.columns import (
+    ANSWERED_BY,
+    CANDIDATE_PROBABILITY,
+    CANDIDATE_VERSION,
+    CHAMPION_PROBABILITY,
+    CHAMPION_VERSION,
+)
+from ctcd.rollout import routes_to_candidate
+
+logger = logging.getLogger("ctcd.serving")
+
+SHADOW_QUEUE_BATCHES = 256
+
+
+class ServedRollout(BaseModel):
+    """The rollout a server is asked to serve (the reload channel's and `/admin/reload`'s `rollout`)."""
+
+    candidate_version: str
+    mode: Literal["shadow", "canary"]
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class ActiveRollout:
+    """A loaded candidate (a `LiveModel`) and how it is served; replaced as a whole, never mutated."""
+
+    candidate: Any
+    mode: Literal["shadow", "canary"]
+    fraction: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"candidate_version": self.candidate.version, "mode": self.mode, "fraction": self.fraction}
+
+
+def active_rollout(
+    rollout: ServedRollout | None, loaded: list[Any], load: Callable[[str], Any]
+) -> ActiveRollout | None:
+    """The rollout to serve: its candidate taken from the models `loaded` already, else `load`ed (checked)."""
+    if rollout is None:
+        return None
+    same = [m for m in loaded if m.version == rollout.candidate_version]
+    candidate = same[0] if same else load(rollout.candidate_version)
+    return ActiveRollout(candidate, rollout.mode, rollout.fraction)
+
+
+def model_scores(model: Any, frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A `LiveModel`'s probability of the positive label and its predicted label, per row of `frame`."""
+    proba = np.asarray(model.estimator.predict_proba(frame), dtype="float64")
+    return proba[:, model.positive_index], model.classes[proba.argmax(axis=1)].astype("int64")
+
+
+def candidate_frame(champion: Any, candidate: Any, raw: dict[str, list[Any]], frame: Any) -> Any:
+    """The candidate's input: the champion's when both take categories in the same form."""
+    return frame if candidate.text_columns == champion.text_columns else candidate.input_columns(raw)[0]
+
+
+def no_rollout_columns(n: int) -> dict[str, list[None]]:
+    """The rollout log columns of rows served without a rollout."""
+    empty = [None] * n
+    return {
+        ANSWERED_BY: empty,
+        CHAMPION_VERSION: empty,
+        CHAMPION_PROBABILITY: empty,
+        CANDIDATE_VERSION: empty,
+        CANDIDATE_PROBABILITY: empty,
+    }
+
+
+def canary_answers(
+    champion: Any,
+    rollout: ActiveRollout,
+    champion_scores: tuple[np.ndarray, np.ndarray],
+    candidate_scores: tuple[np.ndarray, np.ndarray],
+    route_ids: list[Any],
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """Per row, the answering model's probability, label and version, and the rollout log columns."""
+    to_candidate = np.fromiter(
+        (routes_to_candidate(i, rollout.fraction) for i in route_ids), dtype=bool, count=len(route_ids)
+    )
+    probability = np.where(to_candidate, candidate_scores[0], champion_scores[0])
+    labels = np.where(to_candidate, candidate_scores[1], champion_scores[1])
+    cand, champ = rollout.candidate.version, champion.version
+    versions = [cand if c else champ for c in to_candidate.tolist()]
+    columns = {
+        ANSWERED_BY: ["candidate" if c else "champion" for c in to_candidate.tolist()],
+        CHAMPION_VERSION: [champ] * len(route_ids),
+        CHAMPION_PROBABILITY: champion_scores[0],
+        CANDIDATE_VERSION: [cand] * len(route_ids),
+        CANDIDATE_PROBABILITY: candidate_scores[0],
+    }
+    return probability, labels, versions, columns
+
+
+def rollout_answers(
+    champion: Any,
+    rollout: ActiveRollout | None,
+    raw: dict[str, list[Any]],
+    frame: Any,
+    champion_scores: tuple[np.ndarray, np.ndarray],
+    ids: list[Any],
+    request_ids: list[str],
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
+    """Per row, the answer (probability, label, version) and the rollout log columns of a scored batch.
+
+    Without a rollout and in shadow the champion answers (the shadow candidate scores later, off the
+    request path); in canary the candidate scores the batch now and answers the rows routed to it by
+    their id (a row without one by its request id).
+    """
+    n = len(ids)
+    if rollout is None:
+        return *champion_scores, [champion.version] * n, no_rollout_columns(n)
+    if rollout.mode == "shadow":
+        return *champion_scores, [champion.version] * n, shadow_columns(champion, rollout, champion_scores[0])
+    scores = model_scores(rollout.candidate, candidate_frame(champion, rollout.candidate, raw, frame))
+    route_ids = [i if i is not None else r for i, r in zip(ids, request_ids, strict=True)]
+    return canary_answers(champion, rollout, champion_scores, scores, route_ids)
+
+
+def shadow_columns(champion: Any, rollout: ActiveRollout, champion_probability: np.ndarray) -> dict[str, Any]:
+    """The rollout log columns of a shadow batch, before the candidate has scored it."""
+    n = len(champion_probability)
+    return {
+        ANSWERED_BY: ["champion"] * n,
+        CHAMPION_VERSION: [champion.version] * n,
+        CHAMPION_PROBABILITY: champion_probability,
+        CANDIDATE_VERSION: [rollout.candidate.version] * n,
+        CANDIDATE_PROBABILITY: [None] * n,
+    }
+
+
+class ShadowScorer:
+    """Scores shadow batches with the candidate in its own thread, then appends them to the log."""
+
+    def __init__(self, append: Callable[[dict[str, Any]], None]) -> None:
+        self._append = append
+        self._queue: queue.Queue[tuple[Any, Callable[[], Any], dict[str, Any]] | None] = queue.Queue(
+            SHADOW_QUEUE_BATCHES
+        )
+        self._thread = threading.Thread(target=self._run, name="ctcd-shadow-scorer", daemon=True)
+        self._thread.start()
+
+    def submit(self, candidate: Any, frame: Callable[[], Any], record: dict[str, Any]) -> None:
+        """Score `record`'s rows with `candidate` (its input from `frame()`) and log them, soon."""
+        try:
+            self._queue.put_nowait((candidate, frame, record))
+        except queue.Full:
+            self._finish(candidate, frame, record)  # behind: score here rather than lose the rows
+
+    def close(self) -> None:
+        """Score and log every batch queued so far; then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            self._finish(*job)
+
+    def _finish(self, candidate: Any, frame: Callable[[], Any], record: dict[str, Any]) -> None:
+        try:
+            record[CANDIDATE_PROBABILITY] = model_scores(candidate, frame())[0]
+        except Exception:
+            logger.exception("shadow model version %s could not score a batch", candidate.version)
+        try:
+            self._append(record)
+        except Exception:
+            logger.exception("could not queue shadow-scored predictions for the log")

@@ -1,0 +1,231 @@
+"""The online gate: a candidate in shadow or canary judged against the champion on labelled live traffic.
+
+During a rollout both models score every request (`champion_probability`, `candidate_probability` in the
+prediction log). Once enough of those rows have labels (`gates.online.min_labelled_rows`), the offline
+gate's paired bootstrap (`tasks.model_gate.paired_bootstrap`, same metric, confidence, samples and seed)
+compares the two on the same rows:
+- promote: the interval rules out a regression beyond `max_regression` and the gain exceeds the offline
+  gate's `min_improvement` (the offline rule, on live rows);
+- reject: the candidate is significantly worse (the whole interval below zero), or the rollout has lasted
+  `max_wait_batches` monitored batches without a promotion (too few labels, or no clear gain);
+- wait: otherwise (keep collecting labels; a canary steps up).
+
+Pure functions and records: `flows/monitoring.py` reads the rows and acts on the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from ctcd import columns
+from ctcd.cadence import Timeline
+from ctcd.config import CtcdConfig, DatasetConfig
+from ctcd.features import is_positive
+from tasks.dataset import join_labels
+from tasks.model_gate import paired_bootstrap
+
+CHAMPION_PROBABILITY = columns.CHAMPION_PROBABILITY
+CANDIDATE_PROBABILITY = columns.CANDIDATE_PROBABILITY
+CHAMPION_VERSION = columns.CHAMPION_VERSION
+CANDIDATE_VERSION = columns.CANDIDATE_VERSION
+OnlineAction = Literal["promote", "wait", "reject"]
+
+
+class OnlineVerdict(BaseModel):
+    """The online gate's decision on one rollout, and the evidence behind it."""
+
+    action: OnlineAction
+    candidate_version: str
+    champion_version: str
+    labelled_rows: int
+    metric: str
+    champion_value: float | None = None
+    candidate_value: float | None = None
+    delta: float | None = None
+    """candidate - champion, signed so that positive is better."""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    reason: str
+    batches_waited: int = 0
+    min_labelled_rows: int = 0
+    max_regression: float = 0.0
+    confidence: float = 0.95
+    decided_at: str = ""
+
+    def summary(self) -> str:
+        """One line: the action, the versions, the numbers and why."""
+        head = f"online gate {self.action.upper()} v{self.candidate_version}"
+        head += f" vs champion v{self.champion_version}"
+        if self.delta is not None:
+            ci = f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"
+            head += (
+                f": {self.metric} {_fmt(self.candidate_value)} vs {_fmt(self.champion_value)} "
+                f"(delta {self.delta:+.4f}, {self.confidence:.0%} CI {ci})"
+            )
+        return f"{head} on {self.labelled_rows} labelled live rows; {self.reason}"
+
+    def tags(self) -> dict[str, str]:
+        """The verdict as one model-version tag, `ctcd.online` (the full record is the artifact)."""
+        delta = "" if self.delta is None else f", delta {self.delta:+.4f}"
+        return {"ctcd.online": f"{self.action}{delta} on {self.labelled_rows} labelled live rows"}
+
+    def markdown(self) -> str:
+        """The verdict as a Prefect markdown artifact."""
+        rows = [
+            ("action", self.action),
+            ("candidate", f"v{self.candidate_version}"),
+            ("champion", f"v{self.champion_version}"),
+            ("labelled live rows", f"{self.labelled_rows} (need {self.min_labelled_rows})"),
+            ("batches waited", str(self.batches_waited)),
+            (
+                f"{self.metric} candidate / champion",
+                f"{_fmt(self.candidate_value)} / {_fmt(self.champion_value)}",
+            ),
+            ("delta", _fmt(self.delta)),
+            (f"{self.confidence:.0%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
+            ("max regression", f"{self.max_regression:g}"),
+        ]
+        table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return f"## Online gate: {self.action}\n\n{self.summary()}\n\n| | |\n|---|---|\n{table}\n"
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def max_regression(cfg: CtcdConfig) -> float:
+    """The online gate's allowed regression (`gates.online.max_regression`, else the offline gate's)."""
+    online = cfg.gates.online.max_regression
+    return cfg.gates.model.max_regression if online is None else online
+
+
+def rollout_window(cfg: CtcdConfig, timeline: Timeline, batch: str) -> list[str]:
+    """The batches whose logged rows the online gate reads when monitoring `batch`: enough to count a
+    rollout up to `gates.online.max_wait_batches` (older rows are not the rollout's, or it is over)."""
+    return timeline.last(batch, cfg.gates.online.max_wait_batches + 1)
+
+
+def verdict_artifact(batch: str) -> str:
+    """Where the verdict of the monitoring run of `batch` is kept in the candidate's MLflow run."""
+    return f"gate/online-{batch}.json"
+
+
+def rollout_rows(
+    predictions: pd.DataFrame, labels: pd.DataFrame, dataset: DatasetConfig, candidate_version: str
+) -> tuple[pd.DataFrame, int]:
+    """The logged rows `candidate_version` scored beside the champion, joined to their arrived labels
+    (`tasks.dataset.join_labels`), and the number of batches it has been scored in (`BATCH`; the served
+    date when the rows carry no batch)."""
+    if CANDIDATE_VERSION not in predictions or predictions.empty:
+        return predictions.iloc[0:0], 0
+    scored = predictions[
+        (predictions[CANDIDATE_VERSION].astype(str) == str(candidate_version))
+        & predictions[CANDIDATE_PROBABILITY].notna()
+        & predictions[CHAMPION_PROBABILITY].notna()
+    ]
+    if columns.BATCH in scored:
+        batches = scored[columns.BATCH].astype(str).nunique()
+    else:
+        batches = pd.to_datetime(scored[columns.SERVED_AT], utc=True).dt.date.nunique()
+    return join_labels(scored, labels, dataset), int(batches)
+
+
+def judge_online(
+    cfg: CtcdConfig,
+    rows: pd.DataFrame,
+    *,
+    candidate_version: str | None = None,
+    champion_version: str | None = None,
+    batches_waited: int = 0,
+) -> OnlineVerdict:
+    """Promote, wait or reject the candidate on `rows`: logged predictions with both models' probabilities
+    joined to their labels (`rollout_rows`). The versions default to the ones the rows name; with them
+    given, only rows of that candidate and champion count. `batches_waited`: the monitored batches the
+    rollout has lasted (`gates.online.max_wait_batches` ends it)."""
+    gate, online = cfg.gates.model, cfg.gates.online
+    candidate_version = candidate_version or _only(rows, CANDIDATE_VERSION)
+    champion_version = champion_version or _only(rows, CHAMPION_VERSION)
+    rows = _of_versions(rows, candidate_version, champion_version)
+    n = len(rows)
+    tolerance = max_regression(cfg)
+    common = {
+        "candidate_version": candidate_version,
+        "champion_version": champion_version,
+        "labelled_rows": n,
+        "metric": gate.primary_metric,
+        "batches_waited": batches_waited,
+        "min_labelled_rows": online.min_labelled_rows,
+        "max_regression": tolerance,
+        "confidence": gate.confidence,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out_of_time = batches_waited >= online.max_wait_batches
+    if n < online.min_labelled_rows:
+        if out_of_time:
+            why = f"only {n} of {online.min_labelled_rows} labelled rows after {batches_waited} batches"
+            return OnlineVerdict(action="reject", reason=f"{why} (gates.online.max_wait_batches)", **common)
+        return OnlineVerdict(
+            action="wait", reason=f"{n} of {online.min_labelled_rows} labelled rows so far", **common
+        )
+    y = is_positive(rows[cfg.dataset.target], cfg.dataset.positive_label).astype("int64").to_numpy()
+    boot = paired_bootstrap(
+        gate.primary_metric,
+        y,
+        rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy(),
+        rows[CHAMPION_PROBABILITY].astype("float64").to_numpy(),
+        gate.bootstrap_samples,
+        gate.confidence,
+        cfg.training.seed,
+        gate.bootstrap_max_rows,
+    )
+    numbers = {
+        "candidate_value": _number(boot.candidate),
+        "champion_value": _number(boot.reference),
+        "delta": _number(boot.delta),
+        "ci_low": _number(boot.low),
+        "ci_high": _number(boot.high),
+    }
+    action, reason = _rule(boot.delta, boot.low, boot.high, tolerance, gate.min_improvement)
+    if action == "wait" and out_of_time:
+        action, reason = "reject", f"{reason} after {batches_waited} batches (gates.online.max_wait_batches)"
+    return OnlineVerdict(action=action, reason=reason, **common, **numbers)
+
+
+def _rule(
+    delta: float, low: float, high: float, tolerance: float, min_improvement: float
+) -> tuple[OnlineAction, str]:
+    if any(math.isnan(v) for v in (delta, low, high)):
+        return "wait", "the metric is undefined on these rows (one class only?)"
+    if high < 0:
+        return "reject", "the candidate is significantly worse than the champion on live rows"
+    if low >= -tolerance and delta > min_improvement:
+        return "promote", f"no regression beyond {tolerance:g} and a gain above {min_improvement:g}"
+    if low < -tolerance:
+        return "wait", f"a regression beyond {tolerance:g} is not ruled out yet"
+    return "wait", f"no gain above {min_improvement:g} yet"
+
+
+def _number(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def _only(rows: pd.DataFrame, column: str) -> str:
+    found = rows[column].dropna().astype(str).unique() if column in rows else np.array([])
+    return str(found[-1]) if len(found) else "-"
+
+
+def _of_versions(rows: pd.DataFrame, candidate: str, champion: str) -> pd.DataFrame:
+    if CANDIDATE_PROBABILITY not in rows or CHAMPION_PROBABILITY not in rows:
+        return rows.iloc[0:0]
+    keep = pd.Series(True, index=rows.index)
+    if CANDIDATE_VERSION in rows and candidate != "-":
+        keep &= rows[CANDIDATE_VERSION].astype(str) == candidate
+    if CHAMPION_VERSION in rows and champion != "-":
+        keep &= rows[CHAMPION_VERSION].astype(str) == champion
+    return rows[keep & rows[CANDIDATE_PROBABILITY].notna() & rows[CHAMPION_PROBABILITY].notna()]
