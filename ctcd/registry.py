@@ -436,10 +436,10 @@ class Registry:
         entry |= {
             "previous": current.version,
             "reason": reason,
-            "actor": actor or _actor(),
+            "actor": actor or actor_name(),
             "action": "remove",
         }
-        _append_audit(self.ws, entry)
+        append_move(self.ws, entry)
         return entry
 
     def alias_history(self, alias: str | None = CHAMPION) -> list[dict[str, Any]]:
