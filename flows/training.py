@@ -238,7 +238,6 @@ def training_flow(
         ct_steps.competes_with_baseline(window_start),
     )
     record_decision(cfg, ws, candidate, decision)
-    logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
     chosen, baseline_ref = candidate, None
     if decision.chosen == "baseline":
@@ -277,6 +276,7 @@ def training_flow(
         cost=fitted.cost.metrics(),
     )
     _report_artifacts(cfg, ws, out, baseline_report)
+    logger.info(out.summary())
     if champion is None and decision.chosen is None:
         raise WorkFailed(model_gate.no_first_model(decision))
     return out

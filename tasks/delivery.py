@@ -26,6 +26,10 @@ class DeliveryReport(BaseModel):
     smoke: SmokeResult
     message: str
 
+    def summary(self) -> str:
+        """One line: the version, the outcome and what it means (the delivery flow run's outcome)."""
+        return f"delivery v{self.version}: {self.status.replace('_', ' ')}; {self.message}"
+
 
 def previous_version(
     alias_history: Iterable[Mapping[str, Any]], live: Mapping[str, Any] | None, target: str

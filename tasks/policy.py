@@ -216,7 +216,7 @@ def training_outcome(
     """Whether the drift-triggered training the policy started on `retrained_on` was promoted.
 
     `versions`: (version, tags) of the registered model, newest first, tagged by the training flow
-    (`ctcd.reason`, `ctcd.trigger` with the monitored batch, `ctcd.gate.passed`); `champions`: every version
+    (`ctcd.reason`, `ctcd.trigger`: the monitored batch, `ctcd.gate`: the verdict); `champions`: every version
     that was ever made champion. None while no such version is registered or its gate has not decided.
     """
     for version, tags in versions:
@@ -224,13 +224,16 @@ def training_outcome(
             continue
         if version in champions:
             return True
-        return False if tags.get("ctcd.gate.passed") == "false" else None
+        return False if tags.get("ctcd.gate") == "rejected" else None
     return None
 
 
 def _trigger_batch(tags: Mapping[str, str]) -> str | None:
+    value = tags.get("ctcd.trigger", "-")
+    if not value.startswith("{"):  # the batch id itself; a JSON object on versions registered before
+        return None if value == "-" else value
     try:
-        trigger = json.loads(tags.get("ctcd.trigger", "{}"))
+        trigger = json.loads(value)
     except (ValueError, TypeError):
         return None
     if not isinstance(trigger, dict):

@@ -31,7 +31,7 @@ def test_promote_rollback_and_status(default_config, workspace):
     registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 1))
     registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 2))
     registry.Registry(cfg, ws).record_decision(
-        registry.Registry(cfg, ws).version("2"), {"passed": True}, {"ctcd.gate.passed": "true"}
+        registry.Registry(cfg, ws).version("2"), {"passed": True}, {"ctcd.gate": "passed"}
     )
 
     first = _ctcd("promote", "1", "--reason", "bootstrap by hand")
