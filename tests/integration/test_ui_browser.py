@@ -186,7 +186,9 @@ def test_prefect_ui_shows_the_training_run_s_outcome_line_in_its_logs(uis: Uis, 
         page.goto(
             f"{uis.prefect}/runs/flow-run/{uis.flow_run_id}", wait_until="domcontentloaded", timeout=60_000
         )
-        page.get_by_text("gate PASSED vs baseline").first.wait_for(state="visible", timeout=90_000)
+        line = page.get_by_text("gate PASSED vs baseline").first
+        line.wait_for(state="visible", timeout=90_000)
+        line.scroll_into_view_if_needed()
         text = " ".join(page.inner_text("body").split())
         assert "Can't connect to Server API" not in text
         assert f"training v{uis.version.version} (ui check): gate PASSED vs baseline" in text
