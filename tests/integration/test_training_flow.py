@@ -83,6 +83,18 @@ def _artifact_keys(flow_run_id) -> set[str]:
     return {a.key for a in found if a.key}
 
 
+def _info_lines(flow_run_id) -> list[str]:
+    """The flow run's own INFO log lines (not its task runs'), as the Prefect UI's Logs tab lists them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()  # the run's logs reach the server in the background: send what is queued
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs if log.level == 20 and log.task_run_id is None]
+
+
 def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_config, workspace, tmp_path):
     from flows.training import training_flow
 
@@ -160,6 +172,11 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     )
     model = registry.Registry(cfg, workspace).load_model(champ)
     assert final_estimator(model).get_params()["device"] == "cpu"
+    # The run's logs say what happened in one line: the version, the gate's verdict and the promotion.
+    outcome = [m for m in _info_lines(state.state_details.flow_run_id) if m.startswith("training v")]
+    assert outcome == [first.summary()], outcome
+    assert outcome[0].startswith("training v1 (first): gate PASSED vs baseline: roc_auc ")
+    assert outcome[0].endswith("; promoted: champion v1")
 
     # 2. Same data again: a challenger is registered, equal is not better, the champion stays.
     state = training_flow(path, reason="again", return_state=True)

@@ -77,6 +77,7 @@ def _train_champion(
 ) -> tuple[CtcdConfig, registry.ModelRef, str, str]:
     """Run the training flow on a few stream days against the stack's MLflow and Prefect servers; return
     its config, the champion it registered, the flow run's id and the run's outcome line."""
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.training import training_flow
@@ -94,6 +95,7 @@ def _train_champion(
         env.setenv("CTCD_HOME", str(ws.root))
         state = training_flow(path, reason="ui check", return_state=True)
         report = state.result()
+        APILogWorker.drain_all()  # the run's logs reach the server in the background: send what is queued
     assert report.promoted, report.summary()
     ref = registry.Registry(trained, ws).require_champion()
     return trained, ref, str(state.state_details.flow_run_id), report.summary()
