@@ -162,7 +162,8 @@ def status(
         if r is None:
             typer.echo(f"{role}: none")
         else:
-            typer.echo(f"{role}: version {r['version']} (gate {r['gate'] or 'not judged'}: {r['delta']})")
+            gate = f"gate {r['gate']}: {r['delta']}" if r["gate"] else "not judged"
+            typer.echo(f"{role}: version {r['version']} ({gate})")
     typer.echo("last decisions:")
     for r in record["decisions"]:
         typer.echo(f"  v{r['version']}: {r['description'] or 'no description'}")
