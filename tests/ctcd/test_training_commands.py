@@ -64,7 +64,9 @@ def test_promote_rollback_and_status(default_config, workspace):
     assert "champion: version 1" in text.output and "challenger: version 2" in text.output
     assert "v2 -> v1" in text.output and "(rollback): latency regression" in text.output
     # each decision reads as its version's one-line description
-    assert "  v2: logistic_regression trained on 2026-01-02 (test); gate passed: -; rolled back " in text.output
+    assert (
+        "  v2: logistic_regression trained on 2026-01-02 (test); gate passed: -; rolled back " in text.output
+    )
     assert status["champion"]["rollout"].startswith("champion again ")
 
 
