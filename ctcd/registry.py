@@ -7,9 +7,10 @@ with `mlflow.sklearn` and carries `reference/reference.parquet` and `evaluation.
 `Registry(cfg, ws)` is cheap: it connects on first use, once per process and store (the client, the
 experiment and MLflow's global tracking/registry URI are kept, not set again per call). Its methods come in
 three groups: reading (champion, version, load_model, ...), tracking (log_candidate, record_decision,
-log_monitoring; what a run logs is `ctcd/tracking.py`) and alias moves under the promotion lock (promote,
-move_alias, rollback), recorded in the workspace's audit log (ctcd/audit.py: `alias_history`,
-`champion_stack`, which need only a workspace and are importable from here too).
+record_rollout, describe, log_monitoring; what a run logs and a version shows is `ctcd/tracking.py`: a
+version carries only `tracking.VERSION_TAGS` and a one-line description) and alias moves under the
+promotion lock (promote, move_alias, rollback), recorded in the workspace's audit log (ctcd/audit.py: `alias_history`,
+`champion_stack`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from ctcd.tracking import (
     CandidateRun,
     log_candidate_run,
     log_monitoring_run,
+    version_description,
+    version_tags,
 )
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ class ModelRef:
     tags: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     created_at: datetime | None = None
+    description: str = ""
 
     @property
     def uri(self) -> str:
@@ -107,6 +111,7 @@ def _ref(mv: Any) -> ModelRef:
         tags=dict(mv.tags or {}),
         aliases=tuple(getattr(mv, "aliases", []) or []),
         created_at=created,
+        description=mv.description or "",
     )
 
 
@@ -294,14 +299,10 @@ class Registry:
     @_answered
     def log_candidate(self, run: CandidateRun) -> ModelRef:
         """Log one trained candidate as a run, register it as a new version and point `challenger` at it."""
-        client, experiment_id = self.client, self.experiment_id
-        logged = log_candidate_run(self.cfg, experiment_id, run)
-        for key, value in logged.version_tags.items():
-            answered(
-                lambda k=key, v=value: client.set_model_version_tag(self.model_name, logged.version, k, v),
-                "MLflow",
-            )
+        logged = log_candidate_run(self.cfg, self.experiment_id, run)
+        self._tag_version(logged.version, logged.version_tags)
         ref = self.version(logged.version)
+        self.describe(ref)
         reason = run.tags.get("ctcd.reason", "candidate")
         self.move_alias(CHALLENGER, ref, reason=reason, extra={"run_id": logged.run_id})
         return self.version(logged.version)
@@ -310,21 +311,48 @@ class Registry:
     def record_decision(
         self, ref: ModelRef, decision: dict[str, Any], tags: dict[str, str], artifact: str = DECISION_ARTIFACT
     ) -> None:
-        """Store a gate decision as `artifact` (default `gate/decision.json`) in the version's run and as
-        tags on the version."""
+        """Store a gate decision as `artifact` (default `gate/decision.json`) and `tags` in the version's run;
+        the version gets the verdict tags among them (`tracking.VERSION_TAGS`) and its description says it."""
         client = self.client
         if ref.run_id:
-            from mlflow.entities import RunTag
-
             run_id = ref.run_id
             answered(lambda: client.log_dict(run_id, decision, artifact), "MLflow")
-            run_tags = [RunTag(k, v) for k, v in tags.items()]
-            answered(lambda: client.log_batch(run_id, tags=run_tags), "MLflow")
+            self._tag_run(run_id, tags)
+        self._tag_version(ref.version, version_tags(tags))
+        self.describe(ref)
+
+    @_answered
+    def record_rollout(self, ref: ModelRef, outcome: str) -> None:
+        """Record how the version's rollout ended (`ctcd.rollout`, one short line such as "shadow: promoted
+        by the online gate, roc_auc +0.012 on 840 rows") on the version and in its description."""
+        self._tag_version(ref.version, {"ctcd.rollout": outcome})
+        self.describe(ref)
+
+    @_answered
+    def describe(self, ref: ModelRef, text: str | None = None) -> str:
+        """Set the version's one-line MLflow description: `text`, or by default composed from its tags and
+        its run's (`tracking.version_description`); return it."""
+        client = self.client
+        if text is None:
+            current = self.version(ref.version)
+            run_tags = dict(client.get_run(current.run_id).data.tags) if current.run_id else {}
+            text = version_description(current.tags, run_tags)
+        line = " ".join(text.split())[:4900]
+        client.update_model_version(self.model_name, ref.version, description=line)
+        return line
+
+    def _tag_version(self, version: str, tags: dict[str, str]) -> None:
+        client = self.client
         for key, value in tags.items():
             answered(
-                lambda k=key, v=value: client.set_model_version_tag(self.model_name, ref.version, k, v),
-                "MLflow",
+                lambda k=key, v=value: client.set_model_version_tag(self.model_name, version, k, v), "MLflow"
             )
+
+    def _tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        run_tags = [RunTag(k, v) for k, v in tags.items()]
+        answered(lambda: self.client.log_batch(run_id, tags=run_tags), "MLflow")
 
     @_answered
     def log_monitoring(
@@ -363,7 +391,8 @@ class Registry:
         actor: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Point `alias` at `ref`, tag the version, and append the move to the audit log; return the entry."""
+        """Point `alias` at `ref`, append the move to the audit log and return the entry; a new champion's
+        version says so (`ctcd.rollout`, its description) and its run keeps when and why."""
         client = self.client
         previous = self.by_alias(alias)
         client.set_registered_model_alias(self.model_name, alias, ref.version)
@@ -379,8 +408,11 @@ class Registry:
             **(extra or {}),
         }
         if alias == CHAMPION:
-            client.set_model_version_tag(self.model_name, ref.version, "ctcd.champion_since", now)
-            client.set_model_version_tag(self.model_name, ref.version, "ctcd.promotion_reason", reason)
+            if ref.run_id:
+                self._tag_run(ref.run_id, {"ctcd.champion_since": now, "ctcd.promotion_reason": reason})
+            restored = entry.get("action") == "rollback"
+            outcome = f"champion again {now} (rollback from v{entry.get('from')})" if restored else None
+            self.record_rollout(ref, outcome or f"promoted {now}")
         append_move(self.ws, entry)
         return entry
 
@@ -422,7 +454,9 @@ class Registry:
                 )
             target = self.version(stack[-2])
             extra = {"action": "rollback", "from": current.version}
-            return self.move_alias(CHAMPION, target, reason, actor, extra)
+            entry = self.move_alias(CHAMPION, target, reason, actor, extra)
+            self.record_rollout(current, f"rolled back {entry['at']}: {reason}")
+            return entry
 
     @_answered
     def remove_alias(self, alias: str, reason: str, actor: str | None = None) -> dict[str, Any] | None:

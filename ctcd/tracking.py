@@ -1,8 +1,13 @@
-"""What ctcd logs to MLflow tracking: candidate runs (model, lineage, artifacts) and monitoring runs.
+"""What ctcd logs to MLflow tracking: candidate runs (model, lineage, artifacts) and monitoring runs, and
+what a model version shows in the registry (a few tags and a one-line description).
 
 `Registry.log_candidate` and `Registry.log_monitoring` (ctcd/registry.py) call these with their experiment
 already chosen; nothing here connects to MLflow or touches MLflow's global settings beyond the active run.
 skops (the model's serialization) is imported only when a model is logged: it costs seconds per process.
+
+A version's run carries every `ctcd.*` tag (lineage, device, the gate's numbers); the version itself only
+`VERSION_TAGS` and a one-line description (`version_description`), so the registry's versions table stays
+readable. The full gate decision is the run's `gate/decision.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,43 @@ REFERENCE_ARTIFACT = "reference/reference.parquet"
 EVALUATION_ARTIFACT = "evaluation.json"
 DECISION_ARTIFACT = "gate/decision.json"
 CONFIG_ARTIFACT = "config.yaml"
+
+VERSION_TAGS = ("ctcd.reason", "ctcd.trigger", "ctcd.window", "ctcd.gate", "ctcd.delta", "ctcd.rollout")
+"""The tags a model version carries: why it was trained (reason, the monitored batch that triggered it, the
+training window), the gate's verdict (passed | first-model | rejected) and delta, and the rollout outcome."""
+_DESCRIBED_REASON = 160
+
+
+def version_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The few of `tags` a model version carries (`VERSION_TAGS`); its run carries them all."""
+    return {k: v for k, v in tags.items() if k in VERSION_TAGS}
+
+
+def version_description(tags: dict[str, str], run_tags: dict[str, str]) -> str:
+    """A model version's one line, from its tags and its run's: what was trained on which window and why,
+    the gate's verdict and delta, and the rollout outcome once known."""
+    kind = run_tags.get("ctcd.model_kind", "model")
+    if run_tags.get("ctcd.role") == "baseline":
+        kind += " baseline"
+    reason = tags.get("ctcd.reason", "?")
+    if len(reason) > _DESCRIBED_REASON:
+        reason = reason[: _DESCRIBED_REASON - 3] + "..."
+    parts = [f"{kind} trained on {tags.get('ctcd.window', '?')} ({reason})"]
+    if "ctcd.gate" in tags:
+        parts.append(f"gate {tags['ctcd.gate']}: {tags.get('ctcd.delta', '-')}")
+    else:
+        parts.append("not judged yet")
+    if "ctcd.rollout" in tags:
+        parts.append(tags["ctcd.rollout"])
+    return " ".join("; ".join(parts).split())
+
+
+def window_of(batches: list[LoggedBatch]) -> str:
+    """The training window as `first..last` batch id (one id for one batch, "-" for none)."""
+    ids = [b.batch_id for b in batches]
+    if not ids:
+        return "-"
+    return ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +112,8 @@ class CandidateRun:
 
 @dataclass(frozen=True)
 class LoggedCandidate:
-    """What `log_candidate_run` left in MLflow: the run, the new version and the tags that version gets."""
+    """What `log_candidate_run` left in MLflow: the run, the new version and the few tags that version gets
+    (`version_tags`; the run has every tag)."""
 
     run_id: str
     version: str
@@ -103,25 +146,20 @@ def log_candidate_run(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) ->
     """Log one trained candidate as a run of `experiment_id` and register its model as a new version."""
     import mlflow
 
-    commit = git_commit()
-    digest = data_digest(run.batches)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run.run_name) as active:
-        mlflow.set_tags(
-            {**run.tags, "ctcd.kind": "training", "ctcd.git_commit": commit, "ctcd.data.digest": digest}
-        )
-        info = _log_run_contents(cfg, experiment_id, run)
-        run_id = active.info.run_id
-    version_tags = {
+    tags = {
         **run.tags,
-        "ctcd.run_id": run_id,
-        "ctcd.git_commit": commit,
-        "ctcd.data.digest": digest,
+        "ctcd.kind": "training",
+        "ctcd.window": window_of(run.batches),
+        "ctcd.git_commit": git_commit(),
+        "ctcd.data.digest": data_digest(run.batches),
         "ctcd.data.batches": ",".join(f"{b.batch_id}:{b.sha256[:12]}" for b in run.batches)[:4900],
         "ctcd.config_sha256": hashlib.sha256(run.config_yaml.encode()).hexdigest(),
-        # The holdout metrics only (one registry call per tag); the run holds every metric.
-        **{f"ctcd.metric.{k}": f"{v:.6f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_")},
     }
-    return LoggedCandidate(run_id, str(info.registered_model_version), version_tags)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run.run_name) as active:
+        mlflow.set_tags(tags)
+        info = _log_run_contents(cfg, experiment_id, run)
+        run_id = active.info.run_id
+    return LoggedCandidate(run_id, str(info.registered_model_version), version_tags(tags))
 
 
 def log_monitoring_run(

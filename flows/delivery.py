@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from ctcd import events, registry
@@ -65,12 +65,14 @@ def rollback_champion(config_path: str | None, to_version: str, failed_version: 
     reg = registry.Registry(cfg, ws)
     ref = reg.version(to_version)
     with reg.promotion_lock():
-        return reg.move_alias(
+        entry = reg.move_alias(
             registry.CHAMPION,
             ref,
             reason=f"rollback: smoke test failed for version {failed_version}: {why}",
             actor="delivery-flow",
         )
+    reg.record_rollout(reg.version(failed_version), f"rolled back {entry['at']}: smoke test failed")
+    return entry
 
 
 def alert_delivery(cfg: CtcdConfig, ws: Workspace, report: DeliveryReport) -> None:
@@ -165,4 +167,5 @@ def delivery_flow(
     create_markdown_artifact(
         key="delivery-report", description=report.message, markdown=delivery_markdown(report)
     )
+    get_run_logger().info(report.summary())
     return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -67,4 +67,5 @@ def ingest_flow(config_path: str | None = None, through: str | None = None) -> I
     """Land due batches and validate every landed batch (only ids <= `through` when given)."""
     report = ingest.ingest(load_config(config_path), Workspace.open(), through, judge=validate_batch)
     publish(report)
+    get_run_logger().info(report.summary())
     return report

@@ -268,7 +268,6 @@ def training_flow(
         ct_steps.competes_with_baseline(window_start),
     )
     record_decision(cfg, ws, candidate, decision)
-    logger.info("model gate for version %s: %s", candidate.version, decision.summary())
 
     chosen, baseline_ref = candidate, None
     if decision.chosen == "baseline":
@@ -333,6 +332,7 @@ def training_flow(
             "version %s goes to a %s rollout; the online gate decides its promotion", chosen.version, rollout
         )
     _report_artifacts(cfg, ws, out, baseline_report)
+    logger.info(out.summary())
     if champion is None and decision.chosen is None:
         raise WorkFailed(model_gate.no_first_model(decision))
     return out

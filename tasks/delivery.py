@@ -28,6 +28,10 @@ class DeliveryReport(BaseModel):
     rollout: str | None = None
     """"shadow" or "canary": the version started a rollout beside the champion rather than replacing it."""
 
+    def summary(self) -> str:
+        """One line: the version, the outcome and what it means (the delivery flow run's outcome)."""
+        return f"delivery v{self.version}: {self.status.replace('_', ' ')}; {self.message}"
+
 
 def previous_version(
     alias_history: Iterable[Mapping[str, Any]], live: Mapping[str, Any] | None, target: str

@@ -408,40 +408,41 @@ def no_first_model(decision: GateDecision) -> str:
 
 
 def baseline_tags(decision: GateDecision) -> dict[str, str]:
-    """`decision_tags` for a served baseline: as the first model, its own numbers judged by its floors; on a
-    restarted window, its own decision against the champion (`choose_contender`)."""
+    """`decision_tags` for a served baseline: first model, its numbers and floors; else vs the champion."""
     if decision.baseline_decision is not None:
         return {**decision_tags(decision.baseline_decision), "ctcd.gate.chosen": "baseline"}
     b = decision.bootstrap
+    checks = ", ".join(f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.reference_checks)
     return {
         **decision_tags(decision),
-        "ctcd.gate.passed": "true",
+        "ctcd.gate": "first-model",
+        "ctcd.delta": f"{b.metric} {-b.delta:+.4f} vs candidate v{decision.candidate_version or '-'}",
         "ctcd.gate.reference": f"candidate:{decision.candidate_version or '-'}",
         "ctcd.gate.candidate": f"{b.reference:.6f}",
         "ctcd.gate.reference_value": f"{b.candidate:.6f}",
         "ctcd.gate.delta": f"{-b.delta:.6f}",
         "ctcd.gate.ci": f"[{-b.high:.6f}, {-b.low:.6f}] at {b.confidence}",
-        "ctcd.gate.checks": ", ".join(
-            f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.reference_checks
-        ),
+        "ctcd.gate.checks": checks,
         "ctcd.gate.reasons": "-",
     }
 
 
 def decision_tags(decision: GateDecision) -> dict[str, str]:
-    """The decision flattened into model-version tags (`ctcd.gate.*`)."""
+    """Every number for the run (`ctcd.gate.*`); the version's verdict (passed | first-model | rejected)."""
     b = decision.bootstrap
+    checks = ", ".join(f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.checks)
+    vs = f"champion v{decision.reference_version}" if decision.reference_kind == "champion" else "baseline"
+    verdict = "first-model" if decision.chosen == "candidate" else "rejected"
     return {
-        "ctcd.gate.passed": str(decision.passed).lower(),
+        "ctcd.gate": "passed" if decision.passed else verdict,
+        "ctcd.delta": f"{b.metric} {b.delta:+.4f} vs {vs}",
         "ctcd.gate.reference": f"{decision.reference_kind}:{decision.reference_version or '-'}",
         "ctcd.gate.primary_metric": decision.primary_metric,
         "ctcd.gate.candidate": f"{b.candidate:.6f}",
         "ctcd.gate.reference_value": f"{b.reference:.6f}",
         "ctcd.gate.delta": f"{b.delta:.6f}",
         "ctcd.gate.ci": f"[{b.low:.6f}, {b.high:.6f}] at {b.confidence}",
-        "ctcd.gate.checks": ", ".join(f"{c.name}={'pass' if c.passed else 'FAIL'}" for c in decision.checks)[
-            :4900
-        ],
+        "ctcd.gate.checks": checks[:4900],
         "ctcd.gate.reasons": "; ".join(decision.reasons)[:4900] or "-",
         "ctcd.gate.decided_at": decision.decided_at,
         "ctcd.gate.chosen": decision.chosen or "-",

@@ -66,9 +66,15 @@ class MonitoringOutcome(BaseModel):
     """The online gate's verdict on the rollout in progress (None: no rollout)."""
 
     def summary(self) -> str:
-        """One line: the verdict on this batch."""
-        d = self.decision
-        line = f"{self.model} v{self.champion_version} on batch {self.batch}: {d.action} ({d.reason})"
+        """One line: the monitored batch, which signals fired (with accuracy on arrived labels) and the
+        policy's action, e.g. `monitoring batch 2026-01-08 (bank v1): no drift (accuracy 0.912); policy:
+        none (...)`: the monitoring flow run's outcome in its logs."""
+        s, d = self.signals, self.decision
+        seen = f"drift: {', '.join(s.fired)}" if s.fired else "no drift"
+        if s.performance.evaluated and "accuracy" in s.performance.metrics:
+            seen += f" (accuracy {s.performance.metrics['accuracy']:.3f})"
+        head = f"monitoring batch {self.batch} ({self.model} v{self.champion_version})"
+        line = f"{head}: {seen}; policy: {d.action} ({d.reason})"
         if self.online is not None:
             line += f"; online gate: {self.online.action} v{self.online.candidate_version}"
         return line

@@ -71,9 +71,12 @@ class OnlineVerdict(BaseModel):
         return f"{head} on {self.labelled_rows} labelled live rows; {self.reason}"
 
     def tags(self) -> dict[str, str]:
-        """The verdict as one model-version tag, `ctcd.online` (the full record is the artifact)."""
+        """The verdict as the version's `ctcd.rollout` tag (one of `tracking.VERSION_TAGS`; the full record is
+        the artifact), e.g. `online gate: reject, delta -0.0210 on 840 labelled live rows`."""
         delta = "" if self.delta is None else f", delta {self.delta:+.4f}"
-        return {"ctcd.online": f"{self.action}{delta} on {self.labelled_rows} labelled live rows"}
+        return {
+            "ctcd.rollout": f"online gate: {self.action}{delta} on {self.labelled_rows} labelled live rows"
+        }
 
     def markdown(self) -> str:
         """The verdict as a Prefect markdown artifact."""

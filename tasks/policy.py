@@ -35,6 +35,9 @@ from ctcd.cadence import Timeline
 from ctcd.config import DriftPolicyConfig
 from tasks.drift import MonitoringSignals
 
+ONLINE_REJECTED = "online gate: reject"
+"""How the version's `ctcd.rollout` tag starts when the online gate rejected it (`tasks/online_gate.py`)."""
+
 Action = Literal["retrain", "alert", "none"]
 
 
@@ -216,23 +219,28 @@ def training_outcome(
     """Whether the drift-triggered training the policy started on `retrained_on` was promoted.
 
     `versions`: (version, tags) of the registered model, newest first, tagged by the training flow
-    (`ctcd.reason`, `ctcd.trigger` with the monitored batch, `ctcd.gate.passed`; in a rollout, the online
-    gate's `ctcd.online`); `champions`: every version that was ever made champion. None while no such version
-    is registered or its gates have not decided.
+    (`ctcd.reason`, `ctcd.trigger`: the monitored batch, `ctcd.gate`: the verdict; in a rollout, the online
+    gate's verdict in `ctcd.rollout`); `champions`: every version that was ever made champion. None while no
+    such version is registered or its gates have not decided.
     """
     for version, tags in versions:
         if not tags.get("ctcd.reason", "").startswith("drift") or _trigger_batch(tags) != retrained_on:
             continue
         if version in champions:
             return True
-        rejected = tags.get("ctcd.gate.passed") == "false" or tags.get("ctcd.online", "").startswith("reject")
+        rejected = tags.get("ctcd.gate") == "rejected" or tags.get("ctcd.rollout", "").startswith(
+            ONLINE_REJECTED
+        )
         return False if rejected else None
     return None
 
 
 def _trigger_batch(tags: Mapping[str, str]) -> str | None:
+    value = tags.get("ctcd.trigger", "-")
+    if not value.startswith("{"):  # the batch id itself; a JSON object on versions registered before
+        return None if value == "-" else value
     try:
-        trigger = json.loads(tags.get("ctcd.trigger", "{}"))
+        trigger = json.loads(value)
     except (ValueError, TypeError):
         return None
     if not isinstance(trigger, dict):

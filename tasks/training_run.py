@@ -49,6 +49,15 @@ class TrainingReport(BaseModel):
     rollout_version: str | None = None
     """The version in rollout (the candidate, or the baseline that won on a restarted window)."""
 
+    def summary(self) -> str:
+        """One line: the version, why it was trained, the gate's verdict and what serves now (the training
+        flow run's outcome in its logs)."""
+        if self.promoted:
+            served = f"promoted: champion v{self.champion_version}"
+        else:
+            served = f"not promoted; champion stays v{self.champion_version or '-'}"
+        return f"training v{self.version} ({self.reason}): gate {self.decision.summary()}; {served}"
+
 
 def training_window(
     cfg: CtcdConfig, files: list[BatchFile], window_start: str | None, where: Path
@@ -73,10 +82,12 @@ def run_tags(
     window_start: str | None,
     device: training.DeviceChoice,
 ) -> dict[str, str]:
-    """The run's tags: why it trained (reason, the drift event's evidence, window start) and on what."""
+    """The run's tags: why it trained (reason, the batch whose monitoring triggered it and the event's
+    evidence, window start) and on what. The version gets reason and trigger (`tracking.VERSION_TAGS`)."""
     return {
         "ctcd.reason": reason,
-        "ctcd.trigger": json.dumps(trigger or {}, sort_keys=True, default=str)[:4900],
+        "ctcd.trigger": str((trigger or {}).get("batch") or "-"),
+        "ctcd.trigger.event": json.dumps(trigger or {}, sort_keys=True, default=str)[:4900],
         "ctcd.window_start": window_start or "-",
         "ctcd.device": device.device,
         "ctcd.device_reason": device.reason,

@@ -48,7 +48,10 @@ def test_aliases_history_and_loading(default_config, workspace):
     reg.move_alias(CHAMPION, v2, reason="better")
     champ = reg.require_champion()
     assert champ.version == v2.version
-    assert champ.tags["ctcd.promotion_reason"] == "better"
+    assert reg.client.get_run(champ.run_id).data.tags["ctcd.promotion_reason"] == "better"
+    assert champ.tags["ctcd.rollout"].startswith("promoted ") and champ.description.endswith(
+        champ.tags["ctcd.rollout"]
+    )
 
     history = reg.alias_history()
     assert [(h["version"], h["previous"]) for h in history] == [(v1.version, None), (v2.version, v1.version)]
@@ -77,7 +80,7 @@ def _candidate(cfg, seed: int, reason: str = "test") -> tracking.CandidateRun:
             tracking.LoggedBatch(f"2026-01-0{seed}", f"{seed:064x}", f"/data/2026-01-0{seed}.parquet", batch)
         ],
         config_yaml="dataset: {name: x}\n",
-        tags={"ctcd.reason": reason, "ctcd.trigger": "{}"},
+        tags={"ctcd.reason": reason, "ctcd.trigger": "-", "ctcd.model_kind": "logistic_regression"},
         json_artifacts={"search.json": {"best": 0}},
         children=[tracking.ChildRun("candidate-0", {"C": 1.0}, {"validation_roc_auc": 0.9})],
         run_name=f"train-{seed}",
@@ -91,16 +94,17 @@ def test_log_candidate_registers_a_challenger_with_lineage_and_artifacts(default
     ref = reg.log_candidate(_candidate(default_config, 1, reason="drift"))
     assert ref.version == "1" and CHALLENGER in ref.aliases
     assert reg.champion() is None, "registering never makes a champion"
-    t = ref.tags
-    assert t["ctcd.reason"] == "drift"
-    assert t["ctcd.data.batches"] == f"2026-01-01:{1:064x}"[:23]
-    assert t["ctcd.metric.test_roc_auc"] == "0.910000"
-    assert len(t["ctcd.config_sha256"]) == 64 and t["ctcd.run_id"] == ref.run_id
+    # The version shows why it was trained and on what; its run carries the lineage.
+    assert ref.tags == {"ctcd.reason": "drift", "ctcd.trigger": "-", "ctcd.window": "2026-01-01"}
+    assert ref.description == "logistic_regression trained on 2026-01-01 (drift); not judged yet"
 
     client = reg.client
     run = client.get_run(ref.run_id)
     assert run.data.params["C"] == "1.0" and run.data.params["search"] == '{"budget": 2}'
-    assert run.data.tags["ctcd.data.digest"] == t["ctcd.data.digest"]
+    t = run.data.tags
+    assert t["ctcd.data.batches"] == f"2026-01-01:{1:064x}"[:23]
+    assert run.data.metrics["test_roc_auc"] == 0.91
+    assert len(t["ctcd.config_sha256"]) == 64 and t["ctcd.data.digest"] and t["ctcd.kind"] == "training"
     (inp,) = run.inputs.dataset_inputs
     assert inp.dataset.name == "2026-01-01"
     assert {tag.key: tag.value for tag in inp.tags}["sha256"] == f"{1:064x}"
@@ -125,9 +129,13 @@ def test_decisions_promotions_and_rollbacks_are_recorded(default_config, workspa
     v1 = reg.log_candidate(_candidate(cfg, 1))
     v2 = reg.log_candidate(_candidate(cfg, 2))
     assert reg.load_decision(v1) is None
-    reg.record_decision(v1, {"passed": True, "checks": []}, {"ctcd.gate.passed": "true"})
+    verdict = {"ctcd.gate": "passed", "ctcd.delta": "roc_auc +0.0100 vs baseline", "ctcd.gate.ci": "[0, 1]"}
+    reg.record_decision(v1, {"passed": True, "checks": []}, verdict)
     assert reg.load_decision(v1) == {"passed": True, "checks": []}
-    assert reg.version("1").tags["ctcd.gate.passed"] == "true"
+    judged = reg.version("1")
+    assert reg.client.get_run(v1.run_id).data.tags["ctcd.gate.ci"] == "[0, 1]", "the run keeps every number"
+    assert "ctcd.gate.ci" not in judged.tags and judged.tags["ctcd.gate"] == "passed"
+    assert judged.description.endswith("; gate passed: roc_auc +0.0100 vs baseline")
 
     with pytest.raises(UsageError, match="no earlier champion"):
         reg.rollback("nothing yet")
@@ -142,6 +150,16 @@ def test_decisions_promotions_and_rollbacks_are_recorded(default_config, workspa
         reg.rollback("again")
     moves = [(h["version"], h.get("action")) for h in reg.alias_history()]
     assert moves == [("1", "promote"), ("2", "promote"), ("1", "rollback")]
+    # Each version's row in the registry says how its rollout ended, in a handful of tags and one line.
+    assert reg.version("2").tags["ctcd.rollout"].endswith(": v2 misbehaves")
+    assert reg.version("2").description.startswith("logistic_regression trained on 2026-01-02 (test); ")
+    assert "rolled back" in reg.version("2").description
+    assert reg.version("1").tags["ctcd.rollout"].startswith("champion again ")
+    reg.record_rollout(v2, "shadow: rejected by the online gate")
+    assert reg.version("2").description.endswith("; not judged yet; shadow: rejected by the online gate")
+    for ref in reg.versions():
+        assert len([k for k in ref.tags if k.startswith("ctcd.")]) <= 6 and "\n" not in ref.description
+    assert reg.describe(v2, "by hand") == "by hand" and reg.version("2").description == "by hand"
 
 
 def test_log_monitoring_is_a_run_of_the_same_experiment(default_config, workspace, tmp_path):
@@ -186,7 +204,7 @@ def test_the_registry_connects_once_per_process_and_store(default_config, worksp
     )
     assert reg.champion() is None
     ref = reg.log_candidate(_candidate(cfg, 1))
-    reg.record_decision(ref, {"passed": True}, {"ctcd.gate.passed": "true"})
+    reg.record_decision(ref, {"passed": True}, {"ctcd.gate": "passed"})
     reg.promote(ref, "first", expected_champion=None)
     assert Registry(cfg, workspace).require_champion().version == ref.version  # a new object, same connection
     assert [r.version for r in reg.versions()] == [ref.version]

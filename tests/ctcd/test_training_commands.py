@@ -31,7 +31,7 @@ def test_promote_rollback_and_status(default_config, workspace):
     registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 1))
     registry.Registry(cfg, ws).log_candidate(_candidate(cfg, 2))
     registry.Registry(cfg, ws).record_decision(
-        registry.Registry(cfg, ws).version("2"), {"passed": True}, {"ctcd.gate.passed": "true"}
+        registry.Registry(cfg, ws).version("2"), {"passed": True}, {"ctcd.gate": "passed"}
     )
 
     first = _ctcd("promote", "1", "--reason", "bootstrap by hand")
@@ -63,6 +63,11 @@ def test_promote_rollback_and_status(default_config, workspace):
     assert text.exit_code == 0
     assert "champion: version 1" in text.output and "challenger: version 2" in text.output
     assert "v2 -> v1" in text.output and "(rollback): latency regression" in text.output
+    # each decision reads as its version's one-line description
+    assert (
+        "  v2: logistic_regression trained on 2026-01-02 (test); gate passed: -; rolled back " in text.output
+    )
+    assert status["champion"]["rollout"].startswith("champion again ")
 
 
 def test_mistakes_are_usage_errors(default_config, workspace):

@@ -70,7 +70,7 @@ def test_training_flow_against_an_mlflow_server(mlflow_server, default_config, w
 
     assert report.promoted
     champ = registry.Registry(cfg, workspace).require_champion()
-    assert champ.version == report.version and champ.tags["ctcd.gate.passed"] == "true"
+    assert champ.version == report.version and champ.tags["ctcd.gate"] == "passed"
     assert registry.tracking_uri(cfg, workspace) == uri
     # Everything went to the server: its store holds the run, the workspace's embedded store is untouched.
     assert not workspace.mlflow_db.exists()

@@ -173,8 +173,10 @@ def test_a_better_candidate_in_shadow_is_promoted_once_its_labels_arrive(live):
     assert live_version(handle.url) == v2.version
     after, _ = serve_day(cfg, handle.url, "2026-03-03", seed=11)
     assert {a["model_version"] for a in after} == {v2.version}
-    tags = registry.Registry(cfg, ws).version(v2.version).tags
-    assert tags["ctcd.online"].startswith("promote")
+    promoted = registry.Registry(cfg, ws).version(v2.version)
+    assert promoted.tags["ctcd.rollout"].startswith("promoted")
+    run_tags = registry.Registry(cfg, ws).client.get_run(promoted.run_id).data.tags
+    assert run_tags["ctcd.rollout"].startswith("online gate: promote")
 
 
 def test_a_worse_candidate_is_rejected_and_never_answers(live):

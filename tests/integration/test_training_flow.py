@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctcd import registry
+from ctcd import registry, tracking
 from ctcd.batches import BatchRecord, sha256_of
 from ctcd.config import CtcdConfig
 from ctcd.events import sent_alerts
@@ -84,6 +84,18 @@ def _artifact_keys(flow_run_id) -> set[str]:
     return {a.key for a in found if a.key}
 
 
+def _info_lines(flow_run_id) -> list[str]:
+    """The flow run's own INFO log lines (not its task runs'), as the Prefect UI's Logs tab lists them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()  # the run's logs reach the server in the background: send what is queued
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs if log.level == 20 and log.task_run_id is None]
+
+
 def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_config, workspace, tmp_path):
     from flows.training import training_flow
 
@@ -99,15 +111,28 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert first.device == "cpu"
     champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == "1"
-    tags = champ.tags
-    shas = {i: sha256_of(workspace.validated / f"{i}.parquet") for i in ids}
-    assert tags["ctcd.data.batches"].split(",") == [f"{i}:{shas[i][:12]}" for i in first.batches]
-    assert tags["ctcd.gate.passed"] == "true" and tags["ctcd.gate.reference"] == "baseline:-"
-    assert (tags["ctcd.reason"], tags["ctcd.trigger"]) == ("first", '{"kind": "test"}')
-    assert float(tags["ctcd.metric.test_roc_auc"]) == pytest.approx(first.metrics["roc_auc"], abs=1e-6)
-    assert tags["ctcd.device"] == "cpu" and tags["ctcd.promotion_reason"].startswith("first: gate passed")
+    # The version's row: a handful of tags and one line saying why, the gate's verdict and the outcome.
+    window = f"{first.batches[0]}..{first.batches[-1]}"
+    assert {k for k in champ.tags if k.startswith("ctcd.")} == {*tracking.VERSION_TAGS}, champ.tags
+    assert champ.tags["ctcd.gate"] == "passed" and champ.tags["ctcd.delta"].endswith(" vs baseline")
+    assert (champ.tags["ctcd.reason"], champ.tags["ctcd.trigger"], champ.tags["ctcd.window"]) == (
+        "first",
+        "-",
+        window,
+    )
+    assert champ.tags["ctcd.rollout"].startswith("promoted ")
+    assert champ.description == (
+        f"xgboost trained on {window} (first); gate passed: {champ.tags['ctcd.delta']}; "
+        f"{champ.tags['ctcd.rollout']}"
+    )
     client = registry.Registry(cfg, workspace).client
     run = client.get_run(champ.run_id)
+    tags = run.data.tags  # the run keeps every tag
+    shas = {i: sha256_of(workspace.validated / f"{i}.parquet") for i in ids}
+    assert tags["ctcd.data.batches"].split(",") == [f"{i}:{shas[i][:12]}" for i in first.batches]
+    assert tags["ctcd.gate.reference"] == "baseline:-" and tags["ctcd.trigger.event"] == '{"kind": "test"}'
+    assert float(tags["ctcd.gate.candidate"]) == pytest.approx(first.metrics["roc_auc"], abs=1e-6)
+    assert tags["ctcd.device"] == "cpu" and tags["ctcd.promotion_reason"].startswith("first: gate passed")
     assert run.data.params["device"] == "cpu" and run.data.tags["ctcd.git_commit"]
     # the training's cost: CPU seconds of the fits, no GPU on cpu, the rows fitted on, money at the rates
     metrics = run.data.metrics
@@ -148,6 +173,11 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     )
     model = registry.Registry(cfg, workspace).load_model(champ)
     assert final_estimator(model).get_params()["device"] == "cpu"
+    # The run's logs say what happened in one line: the version, the gate's verdict and the promotion.
+    outcome = [m for m in _info_lines(state.state_details.flow_run_id) if m.startswith("training v")]
+    assert outcome == [first.summary()], outcome
+    assert outcome[0].startswith("training v1 (first): gate PASSED vs baseline: roc_auc ")
+    assert outcome[0].endswith("; promoted: champion v1")
 
     # 2. Same data again: a challenger is registered, equal is not better, the champion stays.
     state = training_flow(path, reason="again", return_state=True)
@@ -156,7 +186,9 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     assert second.metrics == first.metrics
     assert _task_states(state.state_details.flow_run_id)["search"] == "Cached"
     assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "2"
-    assert registry.Registry(cfg, workspace).version("2").tags["ctcd.gate.passed"] == "false"
+    equal = registry.Registry(cfg, workspace).version("2")
+    assert equal.tags["ctcd.gate"] == "rejected" and "ctcd.rollout" not in equal.tags
+    assert "; gate rejected: roc_auc +0.0000 vs champion v1" in equal.description
 
     # 3. A deliberately worse candidate (labels shuffled) is registered but never promoted.
     rng = np.random.default_rng(0)
@@ -200,9 +232,10 @@ def test_ctcd_data_generate_then_ctcd_run_ends_with_a_champion(
     assert run.exit_code == 0, f"{run.output}\n{run.exception!r}"
     assert "champion: version 1" in run.stdout
     champ = registry.Registry(cfg, workspace).require_champion()
-    assert champ.tags["ctcd.reason"] == "ctcd run" and champ.tags["ctcd.gate.passed"] == "true"
+    assert champ.tags["ctcd.reason"] == "ctcd run" and champ.tags["ctcd.gate"] == "passed"
     # The last day's labels have not arrived yet: it was validated but not trained on.
-    assert len(champ.tags["ctcd.data.batches"].split(",")) == 4
+    run_tags = registry.Registry(cfg, workspace).client.get_run(champ.run_id).data.tags
+    assert len(run_tags["ctcd.data.batches"].split(",")) == 4
 
 
 def _first_model_config(default_config: CtcdConfig, floors: dict[str, float], **params: float) -> CtcdConfig:
@@ -231,9 +264,12 @@ def test_with_no_champion_a_better_baseline_is_registered_and_served(
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert "champion: version 2, the baseline (was none); version 1 stays the challenger" in result.stdout
     champ = registry.Registry(cfg, workspace).require_champion()
-    assert champ.version == "2" and champ.tags["ctcd.role"] == "baseline"
-    assert champ.tags["ctcd.model_kind"] == "logistic_regression"
-    assert champ.tags["ctcd.gate.passed"] == "true" and champ.tags["ctcd.gate.chosen"] == "baseline"
+    assert champ.version == "2" and champ.tags["ctcd.gate"] == "first-model"
+    assert champ.description.startswith("logistic_regression baseline trained on ")
+    run_tags = registry.Registry(cfg, workspace).client.get_run(champ.run_id).data.tags
+    assert run_tags["ctcd.role"] == "baseline" and run_tags["ctcd.model_kind"] == "logistic_regression"
+    assert run_tags["ctcd.gate.chosen"] == "baseline"
+    assert registry.Registry(cfg, workspace).version("1").tags["ctcd.gate"] == "rejected"
     assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "1"
     decision = registry.Registry(cfg, workspace).load_decision(champ)
     assert decision["chosen"] == "baseline" and decision["reference_kind"] == "baseline"
@@ -265,7 +301,7 @@ def test_with_no_model_clearing_the_floors_training_fails_in_one_line(
     assert registry.Registry(cfg, workspace).champion() is None
     # The candidate is registered with the decision that says why nothing serves.
     (candidate,) = registry.Registry(cfg, workspace).versions()
-    assert candidate.tags["ctcd.gate.chosen"] == "-" and candidate.tags["ctcd.gate.passed"] == "false"
+    assert candidate.tags["ctcd.gate"] == "rejected" and "gate rejected: roc_auc" in candidate.description
 
 
 def test_after_a_drift_a_better_baseline_on_the_restarted_window_is_registered_and_served(
@@ -299,8 +335,13 @@ def test_after_a_drift_a_better_baseline_on_the_restarted_window_is_registered_a
     assert report.promoted and (report.version, report.baseline_version) == ("3", "4")
     assert report.previous_champion == "2" and report.champion_version == "4"
     champ = registry.Registry(cfg, workspace).require_champion()
-    assert champ.version == "4" and champ.tags["ctcd.role"] == "baseline"
-    assert champ.tags["ctcd.gate.reference"] == "champion:2" and champ.tags["ctcd.gate.passed"] == "true"
+    assert champ.version == "4" and champ.tags["ctcd.gate"] == "passed"
+    assert champ.tags["ctcd.delta"].startswith("accuracy +") and champ.tags["ctcd.delta"].endswith(
+        "vs champion v2"
+    )
+    assert champ.tags["ctcd.trigger"] == after[-1] and champ.description.startswith(
+        "logistic_regression baseline"
+    )
     assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "3"
     champions = {e["version"] for e in registry.alias_history(workspace) if e.get("action") != "rollback"}
     found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, workspace).versions()]

@@ -157,4 +157,4 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
         assert hasattr(registry.Registry(cfg, ws).load_model(ref), "predict_proba"), f"{alias}: no model"
         if alias == registry.CHALLENGER:
             assert len(registry.Registry(cfg, ws).load_reference(ref)) == 200, f"{alias}: no reference sample"
-            assert ref.tags.get("ctcd.run_id") == ref.run_id, f"{alias}: tags were never written"
+            assert ref.tags.get("ctcd.window") and ref.description, f"{alias}: tags were never written"

@@ -35,3 +35,6 @@ def test_the_report_reads_as_a_table():
     assert markdown.startswith("## Delivery: deployed")
     assert "| smoke test | passed on 50 rows (max diff 0.00e+00) |" in markdown
     assert "| previous | 2 |" in markdown and markdown.endswith("version 3 passed the smoke test")
+    assert report.summary() == "delivery v3: deployed; version 3 passed the smoke test"
+    rolled = report.model_copy(update={"status": "rolled_back", "message": "champion back on 2"})
+    assert rolled.summary() == "delivery v3: rolled back; champion back on 2"

@@ -175,7 +175,7 @@ def test_decision_tags_carry_the_numbers(cfg, holdout):
     split, champion = holdout
     _, proba = evaluation.evaluate(champion, split.test, cfg)
     tags = model_gate.decision_tags(_decide(cfg, split.test, proba, proba))
-    assert tags["ctcd.gate.passed"] == "false"
+    assert (tags["ctcd.gate"], tags["ctcd.delta"]) == ("rejected", "roc_auc +0.0000 vs champion v1")
     assert tags["ctcd.gate.reference"] == "champion:1"
     assert float(tags["ctcd.gate.delta"]) == 0.0
     assert "improvement=FAIL" in tags["ctcd.gate.checks"]
@@ -218,6 +218,7 @@ def test_first_model_a_candidate_as_good_as_the_baseline_is_served(cfg, holdout)
     assert [c.name for c in d.reference_checks] == ["floor:accuracy", "floor:roc_auc"]
     assert "first model: the candidate is served" in d.summary()
     assert model_gate.decision_tags(d)["ctcd.gate.chosen"] == "candidate"
+    assert model_gate.decision_tags(d)["ctcd.gate"] == "first-model"
 
 
 def test_first_model_a_slightly_worse_candidate_leaves_the_baseline_to_serve(cfg, holdout):
@@ -233,7 +234,8 @@ def test_first_model_a_slightly_worse_candidate_leaves_the_baseline_to_serve(cfg
     again = model_gate.GateDecision.model_validate_json(d.model_dump_json())
     assert again.chosen == "baseline" and again.reference_kind == "baseline"
     tags = model_gate.baseline_tags(d)
-    assert tags["ctcd.gate.passed"] == "true" and tags["ctcd.gate.reference"] == "candidate:2"
+    assert tags["ctcd.gate"] == "first-model" and tags["ctcd.gate.reference"] == "candidate:2"
+    assert tags["ctcd.delta"] == f"{d.bootstrap.metric} {-d.bootstrap.delta:+.4f} vs candidate v2"
     assert float(tags["ctcd.gate.candidate"]) == pytest.approx(d.bootstrap.reference, abs=1e-6)
 
 

@@ -104,7 +104,7 @@ def test_the_retraining_outcome_is_read_only_while_it_is_unknown():
     open_episode = PolicyState(
         episode=Episode(started="2026-03-03", signals=["performance"], retrained_on="2026-03-03")
     )
-    tags = {"ctcd.reason": "drift: performance fired", "ctcd.trigger": json.dumps({"batch": "2026-03-03"})}
+    tags = {"ctcd.reason": "drift: performance fired", "ctcd.trigger": "2026-03-03"}
     versions = [("5", tags), ("4", {"ctcd.reason": "initial"})]
     promoted = [{"model": "bank", "version": "5", "action": "promote"}]
     rolled_back = [{"model": "bank", "version": "5", "action": "rollback"}]
@@ -113,7 +113,7 @@ def test_the_retraining_outcome_is_read_only_while_it_is_unknown():
     assert monitoring.retrain_outcome(open_episode, "bank", promoted, versions) is True
     assert monitoring.retrain_outcome(open_episode, "other-model", promoted, versions) is None
     assert monitoring.retrain_outcome(open_episode, "bank", rolled_back, versions) is None
-    rejected = [("5", {**tags, "ctcd.gate.passed": "false"})]
+    rejected = [("5", {**tags, "ctcd.gate": "rejected"})]
     assert monitoring.retrain_outcome(open_episode, "bank", [], rejected) is False
 
     known = open_episode.model_copy(
@@ -142,7 +142,10 @@ def test_the_verdict_reads_as_rows_markdown_and_one_line(tmp_path: Path):
         and "`evt-1`" in markdown
         and "Retrain on data from 2026-03-02" in markdown
     )
-    assert outcome.summary() == "bank v4 on batch 2026-03-03: retrain (performance fired)"
+    assert outcome.summary() == (
+        "monitoring batch 2026-03-03 (bank v4): drift: performance (accuracy 0.710); "
+        "policy: retrain (performance fired)"
+    )
     payload = outcome.as_payload()
     assert "report" not in payload and payload["event_id"] == "evt-1"
     assert monitoring.mlflow_tags(outcome)["ctcd.monitoring.fired"] == "performance"

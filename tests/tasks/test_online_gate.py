@@ -106,8 +106,8 @@ def test_max_regression_defaults_to_the_offline_gates(cfg):
 
 def test_the_verdict_reads_as_one_tag_and_a_markdown_table(cfg):
     verdict = judge_online(cfg, _live(cfg, 2000, candidate_noise=0.5, champion_noise=2.0))
-    assert list(verdict.tags()) == ["ctcd.online"]
-    assert verdict.tags()["ctcd.online"].startswith("promote, delta +")
+    assert list(verdict.tags()) == ["ctcd.rollout"]
+    assert verdict.tags()["ctcd.rollout"].startswith("online gate: promote, delta +")
     assert (
         verdict.markdown().startswith("## Online gate: promote") and verdict.summary() in verdict.markdown()
     )
@@ -159,9 +159,9 @@ def test_an_online_rejection_tells_the_retraining_policy_its_retraining_failed()
     tags = {
         "ctcd.reason": "drift: performance",
         "ctcd.trigger": '{"batch": "2026-01-08"}',
-        "ctcd.gate.passed": "true",
+        "ctcd.gate": "passed",
     }
     assert training_outcome([("3", tags)], {"1"}, "2026-01-08") is None  # in rollout: not decided yet
-    rejected = {**tags, "ctcd.online": "reject, delta -0.0500 on 400 labelled live rows"}
+    rejected = {**tags, "ctcd.rollout": "online gate: reject, delta -0.0500 on 400 labelled live rows"}
     assert training_outcome([("3", rejected)], {"1"}, "2026-01-08") is False
     assert training_outcome([("3", tags)], {"1", "3"}, "2026-01-08") is True  # promoted online

@@ -286,17 +286,17 @@ def test_record_outcome_only_touches_an_episode_that_retrained():
     assert record_outcome(retrained, False).episode.promoted is False
 
 
-def _tags(reason: str, today: str | None, passed: str | None = None) -> dict[str, str]:
-    tags = {"ctcd.reason": reason, "ctcd.trigger": json.dumps({"today": today} if today else {})}
-    return tags | ({"ctcd.gate.passed": passed} if passed else {})
+def _tags(reason: str, batch: str | None, gate: str | None = None) -> dict[str, str]:
+    tags = {"ctcd.reason": reason, "ctcd.trigger": batch or "-"}
+    return tags | ({"ctcd.gate": gate} if gate else {})
 
 
 def test_training_outcome_reads_the_episode_s_drift_training_from_the_registry_tags():
     retrained_on = day(23)
     newest_first = [
-        ("7", _tags("scheduled", None, "false")),
-        ("6", _tags("drift: accuracy dropped", "2026-01-23", "false")),
-        ("5", _tags("drift: accuracy dropped", "2026-01-21", "true")),
+        ("7", _tags("scheduled", None, "rejected")),
+        ("6", _tags("drift: accuracy dropped", "2026-01-23", "rejected")),
+        ("5", _tags("drift: accuracy dropped", "2026-01-21", "passed")),
     ]
     assert training_outcome(newest_first, {"1", "5"}, retrained_on) is False
     assert training_outcome(newest_first, {"1", "5"}, day(21)) is True
@@ -306,10 +306,17 @@ def test_training_outcome_reads_the_episode_s_drift_training_from_the_registry_t
     assert training_outcome(pending, {"1"}, retrained_on) is None
     assert training_outcome(newest_first, {"1"}, day(25)) is None
     # a manual training that happens to carry the day is not the policy's
-    assert training_outcome([("8", _tags("manual", "2026-01-23", "false"))], set(), retrained_on) is None
+    assert training_outcome([("8", _tags("manual", "2026-01-23", "rejected"))], set(), retrained_on) is None
     assert (
         training_outcome([("9", {"ctcd.reason": "drift", "ctcd.trigger": "{trunc"})], set(), day(1)) is None
     )
+    # versions registered before the trigger tag held the batch id carry the drift event's JSON
+    old = {
+        "ctcd.reason": "drift",
+        "ctcd.trigger": json.dumps({"today": "2026-01-23"}),
+        "ctcd.gate": "rejected",
+    }
+    assert training_outcome([("4", old)], set(), retrained_on) is False
 
 
 @pytest.mark.parametrize("name", ["covariate_shift", "prior_shift"])

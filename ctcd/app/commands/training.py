@@ -91,13 +91,12 @@ def promote(
 
     cfg, ws = options.load(config)
     ref = registry.Registry(cfg, ws).version(version)
-    gate = ref.tags.get("ctcd.gate.passed")
-    entry = registry.Registry(cfg, ws).promote(ref, reason, extra={"manual": True, "gate_passed": gate})
+    gate = ref.tags.get("ctcd.gate")
+    entry = registry.Registry(cfg, ws).promote(ref, reason, extra={"manual": True, "gate": gate})
     typer.echo(f"champion: version {entry['version']} (was {entry['previous'] or 'none'}); reason: {reason}")
-    if gate != "true":
+    if gate != "passed":
         typer.secho(
-            f"warning: version {version} did not pass the model gate "
-            f"({ref.tags.get('ctcd.gate.reasons', 'never judged')})",
+            f"warning: version {version} did not pass the model gate ({ref.description or 'never judged'})",
             fg=typer.colors.YELLOW,
             err=True,
         )
@@ -134,16 +133,11 @@ def status_record(cfg: CtcdConfig, ws: Workspace, decisions: int = 5) -> dict[st
             "created_at": ref.created_at.isoformat() if ref.created_at else None,
             "aliases": list(ref.aliases),
             "reason": t.get("ctcd.reason"),
-            "gate_passed": t.get("ctcd.gate.passed"),
-            "gate": t.get("ctcd.gate.reasons") if t.get("ctcd.gate.passed") == "false" else None,
-            "primary": {
-                "metric": t.get("ctcd.gate.primary_metric"),
-                "value": t.get("ctcd.gate.candidate"),
-                "delta": t.get("ctcd.gate.delta"),
-                "vs": t.get("ctcd.gate.reference"),
-            },
-            "batches": t.get("ctcd.data.batches"),
-            "champion_since": t.get("ctcd.champion_since"),
+            "window": t.get("ctcd.window"),
+            "gate": t.get("ctcd.gate"),
+            "delta": t.get("ctcd.delta"),
+            "rollout": t.get("ctcd.rollout"),
+            "description": ref.description,
         }
 
     all_versions = registry.Registry(cfg, ws).versions()
@@ -173,19 +167,11 @@ def status(
         if r is None:
             typer.echo(f"{role}: none")
         else:
-            p = r["primary"]
-            typer.echo(
-                f"{role}: version {r['version']} ({p['metric']} {p['value']}, "
-                f"gate passed: {r['gate_passed']})"
-            )
+            gate = f"gate {r['gate']}: {r['delta']}" if r["gate"] else "not judged"
+            typer.echo(f"{role}: version {r['version']} ({gate})")
     typer.echo("last decisions:")
     for r in record["decisions"]:
-        p = r["primary"]
-        verdict = {"true": "passed", "false": "FAILED"}.get(r["gate_passed"] or "", "not judged")
-        why = f": {r['gate']}" if r["gate"] else ""
-        typer.echo(
-            f"  v{r['version']} {verdict} vs {p['vs']} ({p['metric']} {p['value']}, delta {p['delta']}){why}"
-        )
+        typer.echo(f"  v{r['version']}: {r['description'] or 'no description'}")
     typer.echo("champion history:")
     for h in record["history"]:
         typer.echo(
