@@ -9,8 +9,8 @@ experiment and MLflow's global tracking/registry URI are kept, not set again per
 three groups: reading (champion, version, load_model, ...), tracking (log_candidate, record_decision,
 record_rollout, describe, log_monitoring; what a run logs and a version shows is `ctcd/tracking.py`: a
 version carries only `tracking.VERSION_TAGS` and a one-line description) and alias moves under the
-promotion lock (promote, move_alias, rollback), recorded in the workspace's audit log (ctcd/audit.py: `alias_history`,
-`champion_stack`).
+promotion lock (promote, move_alias, rollback), recorded in the workspace's audit log (ctcd/audit.py:
+`alias_history`, `champion_stack`).
 """
 
 from __future__ import annotations
