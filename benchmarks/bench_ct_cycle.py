@@ -1,13 +1,17 @@
 """Benchmark: one CT cycle (training flow) on ~100k labelled rows vs. the same steps as plain library calls.
 
-Run: `.venv/bin/python benchmarks/bench_ct_cycle.py [--rows N] [--device cpu|auto|cuda]`.
+Run: `.venv/bin/python benchmarks/bench_ct_cycle.py [--rows N] [--device cpu|auto|cuda] [--repeat 3]
+[--heartbeat] [--profile FILE]`.
 
 The cycle is window -> read + join labels -> time split -> budgeted search (default config: 3 candidates,
 early stopping) -> baseline -> holdout evaluation -> gate -> register -> promote. The peer runs the same
 `tasks/` functions in-process (read with pandas, no Prefect, no MLflow, decision kept in memory). The flow
 adds Prefect task runs, the MLflow run (params, metrics, inputs, artifacts, plots, reference sample,
-nested search runs, registered model) and the promotion. Prefect's server start and the creation of the
-MLflow database are one-off costs paid before timing; the search is not served from Prefect's cache.
+nested search runs, registered model) and the promotion. The flow runs as the scheduled cycle runs it, a
+subflow without a heartbeat thread of its own; `--heartbeat` times top-level runs, which Prefect ends by
+joining their heartbeat thread (it sleeps in 1 s steps: 0-1 s of waiting per run). Prefect's server start
+and the creation of the MLflow database are one-off costs paid before timing; the search is not served
+from Prefect's cache.
 Plain and flow runs alternate `--repeat` times (later flow runs gate against the champion); the ratio
 compares the best of each, since a shared machine's load only ever adds time.
 """
@@ -15,7 +19,9 @@ compares the best of each, since a shared machine's load only ever adds time.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -36,6 +42,16 @@ def main() -> None:
         type=int,
         default=1,
         help="XGBoost threads (0: all cores); 1 keeps OpenMP spin-waits on a busy machine out of the timings",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        action="store_true",
+        help="time top-level flow runs, with Prefect's heartbeat thread (joined at a run's end: 0-1 s idle)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also profile the flow runs' calling thread with cProfile (pstats dump in FILE; prints the top)",
     )
     args = parser.parse_args()
 
@@ -144,11 +160,25 @@ def main() -> None:
         flow(lambda: None, name="warm-up")()
         registry.Registry.open(cfg, ws)
 
-    def orchestrated() -> tuple[float, str]:
+    profiler = cProfile.Profile() if args.profile else None
+
+    def orchestrated(profiled: bool) -> tuple[float, str]:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
         from flows.training import training_flow
 
+        # As the scheduled cycle runs it: a subflow of `ctcd_pipeline`, no heartbeat thread of its own
+        # (flows/pipeline.py); --heartbeat: as a top-level run (`ctcd train`, the training deployment).
+        heartbeat = {} if args.heartbeat else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         start = time.perf_counter()
-        report = training_flow(str(config_path), reason="benchmark")
+        if profiled:
+            profiler.enable()
+        try:
+            with temporary_settings(heartbeat):
+                report = training_flow(str(config_path), reason="benchmark")
+        finally:
+            if profiled:
+                profiler.disable()
         return (
             time.perf_counter() - start,
             f"version {report.version} on {report.device}, promoted {report.promoted}",
@@ -156,7 +186,7 @@ def main() -> None:
 
     print(
         f"one CT cycle on {args.rows} labelled rows ({days} daily batches), device={args.device}, "
-        f"XGBoost n_jobs={args.n_jobs or 'all cores'}"
+        f"XGBoost n_jobs={args.n_jobs or 'all cores'}, flow-run heartbeat {'on' if args.heartbeat else 'off'}"
     )
     warm_up()
     plain_s, flow_s = [], []
@@ -164,7 +194,8 @@ def main() -> None:
         seconds, what = plain()
         plain_s.append(seconds)
         print(f"[{i + 1}] plain library calls     {seconds:8.2f} s   ({what})", flush=True)
-        seconds, what = orchestrated()
+        # The first flow run pays one-off imports (skops, mlflow.sklearn, matplotlib): profiled only alone.
+        seconds, what = orchestrated(profiler is not None and (i > 0 or args.repeat == 1))
         flow_s.append(seconds)
         print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s   ({what})", flush=True)
     best_plain, best_flow = min(plain_s), min(flow_s)
@@ -173,6 +204,12 @@ def main() -> None:
         f"ratio flow / plain      {best_flow / best_plain:8.2f} x   "
         f"(overhead {best_flow - best_plain:+.2f} s; aim <= 1.3 x)"
     )
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(
+            f"cProfile of the flow runs after the first (calling thread) in {args.profile}; top by own time:"
+        )
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

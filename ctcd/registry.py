@@ -288,15 +288,10 @@ class Registry:
     @_answered
     def log_candidate(self, run: CandidateRun) -> ModelRef:
         """Log one trained candidate as a run, register it as a new version and point `challenger` at it."""
-        client, experiment_id = self.client, self.experiment_id
-        logged = log_candidate_run(self.cfg, experiment_id, run)
-        for key, value in logged.version_tags.items():
-            answered(
-                lambda k=key, v=value: client.set_model_version_tag(self.model_name, logged.version, k, v),
-                "MLflow",
-            )
-        ref = self.version(logged.version)
+        # The version is created with its tags (`LoggedCandidate.version_tags`) in one call.
+        logged = log_candidate_run(self.cfg, self.experiment_id, run)
         reason = run.tags.get("ctcd.reason", "candidate")
+        ref = ModelRef(self.model_name, logged.version, logged.run_id)
         self.move_alias(CHALLENGER, ref, reason=reason, extra={"run_id": logged.run_id})
         return self.version(logged.version)
 
