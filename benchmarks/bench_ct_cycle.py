@@ -32,6 +32,22 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its children (Prefect's server): on a shared machine the
+    wall-clock ratio follows the load, the CPU ratio much less."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="labelled rows in the training window")
@@ -108,7 +124,7 @@ def main() -> None:
         if day <= days:
             b.labels.to_parquet(ws.labels / f"{b.batch_id}.parquet", index=False)
 
-    def plain() -> tuple[float, str]:
+    def plain() -> tuple[float, float, str]:
         """The same steps as the flow, as plain calls: no Prefect, no MLflow."""
         import pandas as pd
 
@@ -116,7 +132,7 @@ def main() -> None:
         from tasks import dataset, evaluation, model_gate, training
         from tasks.model import target_vector
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         records = {r.batch_id: r for r in validated_batches(ws)}
         labelled = {b for b in records if (ws.labels / f"{b}.parquet").is_file()}
         window = dataset.select_window(list(records), labelled, cfg.training.window_batches)
@@ -149,7 +165,11 @@ def main() -> None:
             evaluation.classification_metrics(y, base_proba),
             "baseline",
         )
-        return time.perf_counter() - start, f"rows {split.rows}, {decision.summary()[:60]}"
+        return (
+            time.perf_counter() - start,
+            cpu_seconds() - cpu,
+            f"rows {split.rows}, {decision.summary()[:50]}",
+        )
 
     def warm_up() -> None:
         """Start Prefect's ephemeral server and create the MLflow database (one-off costs)."""
@@ -162,7 +182,7 @@ def main() -> None:
 
     profiler = cProfile.Profile() if args.profile else None
 
-    def orchestrated(profiled: bool) -> tuple[float, str]:
+    def orchestrated(profiled: bool) -> tuple[float, float, str]:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from flows.training import training_flow
@@ -170,7 +190,7 @@ def main() -> None:
         # As the scheduled cycle runs it: a subflow of `ctcd_pipeline`, no heartbeat thread of its own
         # (flows/pipeline.py); --heartbeat: as a top-level run (`ctcd train`, the training deployment).
         heartbeat = {} if args.heartbeat else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         if profiled:
             profiler.enable()
         try:
@@ -181,6 +201,7 @@ def main() -> None:
                 profiler.disable()
         return (
             time.perf_counter() - start,
+            cpu_seconds() - cpu,
             f"version {report.version} on {report.device}, promoted {report.promoted}",
         )
 
@@ -189,20 +210,26 @@ def main() -> None:
         f"XGBoost n_jobs={args.n_jobs or 'all cores'}, flow-run heartbeat {'on' if args.heartbeat else 'off'}"
     )
     warm_up()
-    plain_s, flow_s = [], []
+    plain_s, flow_s, plain_cpu, flow_cpu = [], [], [], []
     for i in range(args.repeat):
-        seconds, what = plain()
+        seconds, cpu, what = plain()
         plain_s.append(seconds)
-        print(f"[{i + 1}] plain library calls     {seconds:8.2f} s   ({what})", flush=True)
+        plain_cpu.append(cpu)
+        print(f"[{i + 1}] plain library calls     {seconds:8.2f} s  cpu {cpu:6.2f} s  ({what})", flush=True)
         # The first flow run pays one-off imports (skops, mlflow.sklearn, matplotlib): profiled only alone.
-        seconds, what = orchestrated(profiler is not None and (i > 0 or args.repeat == 1))
+        seconds, cpu, what = orchestrated(profiler is not None and (i > 0 or args.repeat == 1))
         flow_s.append(seconds)
-        print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s   ({what})", flush=True)
+        flow_cpu.append(cpu)
+        print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s  cpu {cpu:6.2f} s  ({what})", flush=True)
     best_plain, best_flow = min(plain_s), min(flow_s)
     print(f"best plain {best_plain:.2f} s, best flow {best_flow:.2f} s")
     print(
         f"ratio flow / plain      {best_flow / best_plain:8.2f} x   "
         f"(overhead {best_flow - best_plain:+.2f} s; aim <= 1.3 x)"
+    )
+    print(
+        f"CPU ratio flow / plain  {min(flow_cpu) / min(plain_cpu):8.2f} x   (best CPU s of this process "
+        f"and Prefect's server: plain {min(plain_cpu):.2f} s, flow {min(flow_cpu):.2f} s)"
     )
     if profiler is not None:
         profiler.dump_stats(args.profile)
