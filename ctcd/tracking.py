@@ -11,6 +11,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,7 @@ def log_candidate_run(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) ->
         "ctcd.data.digest": digest,
         "ctcd.data.batches": ",".join(f"{b.batch_id}:{b.sha256[:12]}" for b in run.batches)[:4900],
         "ctcd.config_sha256": hashlib.sha256(run.config_yaml.encode()).hexdigest(),
-        # The holdout metrics only (one registry call per tag); the run holds every metric.
+        # The holdout metrics only; the run holds every metric.
         **{f"ctcd.metric.{k}": f"{v:.6f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_")},
     }
     return LoggedCandidate(run_id, register_version(cfg, info.model_uri, version_tags), version_tags)
@@ -161,8 +162,6 @@ def _param_value(v: Any) -> str:
 def _log_batch(run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
     """A run's parameters and metrics in one call: each fluent `log_params`/`log_metrics` is a round trip
     that also reads the whole run back."""
-    import time
-
     import mlflow
     from mlflow.entities import Metric, Param
 
