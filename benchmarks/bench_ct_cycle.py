@@ -1,13 +1,17 @@
 """Benchmark: one CT cycle (training flow) on ~100k labelled rows vs. the same steps as plain library calls.
 
-Run: `.venv/bin/python benchmarks/bench_ct_cycle.py [--rows N] [--device cpu|auto|cuda]`.
+Run: `.venv/bin/python benchmarks/bench_ct_cycle.py [--rows N] [--device cpu|auto|cuda] [--repeat 3]
+[--heartbeat] [--profile FILE]`.
 
 The cycle is window -> read + join labels -> time split -> budgeted search (default config: 3 candidates,
 early stopping) -> baseline -> holdout evaluation -> gate -> register -> promote. The peer runs the same
 `tasks/` functions in-process (read with pandas, no Prefect, no MLflow, decision kept in memory). The flow
 adds Prefect task runs, the MLflow run (params, metrics, inputs, artifacts, plots, reference sample,
-nested search runs, registered model) and the promotion. Prefect's server start and the creation of the
-MLflow database are one-off costs paid before timing; the search is not served from Prefect's cache.
+nested search runs, registered model) and the promotion. The flow runs as the scheduled cycle runs it, a
+subflow without a heartbeat thread of its own; `--heartbeat` times top-level runs, which Prefect ends by
+joining their heartbeat thread (it sleeps in 1 s steps: 0-1 s of waiting per run). Prefect's server start
+and the creation of the MLflow database are one-off costs paid before timing; the search is not served
+from Prefect's cache.
 Plain and flow runs alternate `--repeat` times (later flow runs gate against the champion); the ratio
 compares the best of each, since a shared machine's load only ever adds time.
 """
@@ -15,7 +19,9 @@ compares the best of each, since a shared machine's load only ever adds time.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -24,6 +30,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its children (Prefect's server): on a shared machine the
+    wall-clock ratio follows the load, the CPU ratio much less."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def main() -> None:
@@ -36,6 +58,16 @@ def main() -> None:
         type=int,
         default=1,
         help="XGBoost threads (0: all cores); 1 keeps OpenMP spin-waits on a busy machine out of the timings",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        action="store_true",
+        help="time top-level flow runs, with Prefect's heartbeat thread (joined at a run's end: 0-1 s idle)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="also profile the flow runs' calling thread with cProfile (pstats dump in FILE; prints the top)",
     )
     args = parser.parse_args()
 
@@ -92,7 +124,7 @@ def main() -> None:
         if day <= days:
             b.labels.to_parquet(ws.labels / f"{b.batch_id}.parquet", index=False)
 
-    def plain() -> tuple[float, str]:
+    def plain() -> tuple[float, float, str]:
         """The same steps as the flow, as plain calls: no Prefect, no MLflow."""
         import pandas as pd
 
@@ -100,7 +132,7 @@ def main() -> None:
         from tasks import dataset, evaluation, model_gate, training
         from tasks.model import target_vector
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         records = {r.batch_id: r for r in validated_batches(ws)}
         labelled = {b for b in records if (ws.labels / f"{b}.parquet").is_file()}
         window = dataset.select_window(list(records), labelled, cfg.training.window_batches)
@@ -133,7 +165,11 @@ def main() -> None:
             evaluation.classification_metrics(y, base_proba),
             "baseline",
         )
-        return time.perf_counter() - start, f"rows {split.rows}, {decision.summary()[:60]}"
+        return (
+            time.perf_counter() - start,
+            cpu_seconds() - cpu,
+            f"rows {split.rows}, {decision.summary()[:50]}",
+        )
 
     def warm_up() -> None:
         """Start Prefect's ephemeral server and create the MLflow database (one-off costs)."""
@@ -144,35 +180,63 @@ def main() -> None:
         flow(lambda: None, name="warm-up")()
         registry.Registry.open(cfg, ws)
 
-    def orchestrated() -> tuple[float, str]:
+    profiler = cProfile.Profile() if args.profile else None
+
+    def orchestrated(profiled: bool) -> tuple[float, float, str]:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
         from flows.training import training_flow
 
-        start = time.perf_counter()
-        report = training_flow(str(config_path), reason="benchmark")
+        # As the scheduled cycle runs it: a subflow of `ctcd_pipeline`, no heartbeat thread of its own
+        # (flows/pipeline.py); --heartbeat: as a top-level run (`ctcd train`, the training deployment).
+        heartbeat = {} if args.heartbeat else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        start, cpu = time.perf_counter(), cpu_seconds()
+        if profiled:
+            profiler.enable()
+        try:
+            with temporary_settings(heartbeat):
+                report = training_flow(str(config_path), reason="benchmark")
+        finally:
+            if profiled:
+                profiler.disable()
         return (
             time.perf_counter() - start,
+            cpu_seconds() - cpu,
             f"version {report.version} on {report.device}, promoted {report.promoted}",
         )
 
     print(
         f"one CT cycle on {args.rows} labelled rows ({days} daily batches), device={args.device}, "
-        f"XGBoost n_jobs={args.n_jobs or 'all cores'}"
+        f"XGBoost n_jobs={args.n_jobs or 'all cores'}, flow-run heartbeat {'on' if args.heartbeat else 'off'}"
     )
     warm_up()
-    plain_s, flow_s = [], []
+    plain_s, flow_s, plain_cpu, flow_cpu = [], [], [], []
     for i in range(args.repeat):
-        seconds, what = plain()
+        seconds, cpu, what = plain()
         plain_s.append(seconds)
-        print(f"[{i + 1}] plain library calls     {seconds:8.2f} s   ({what})", flush=True)
-        seconds, what = orchestrated()
+        plain_cpu.append(cpu)
+        print(f"[{i + 1}] plain library calls     {seconds:8.2f} s  cpu {cpu:6.2f} s  ({what})", flush=True)
+        # The first flow run pays one-off imports (skops, mlflow.sklearn, matplotlib): profiled only alone.
+        seconds, cpu, what = orchestrated(profiler is not None and (i > 0 or args.repeat == 1))
         flow_s.append(seconds)
-        print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s   ({what})", flush=True)
+        flow_cpu.append(cpu)
+        print(f"[{i + 1}] Prefect flow + MLflow   {seconds:8.2f} s  cpu {cpu:6.2f} s  ({what})", flush=True)
     best_plain, best_flow = min(plain_s), min(flow_s)
     print(f"best plain {best_plain:.2f} s, best flow {best_flow:.2f} s")
     print(
         f"ratio flow / plain      {best_flow / best_plain:8.2f} x   "
         f"(overhead {best_flow - best_plain:+.2f} s; aim <= 1.3 x)"
     )
+    print(
+        f"CPU ratio flow / plain  {min(flow_cpu) / min(plain_cpu):8.2f} x   (best CPU s of this process "
+        f"and Prefect's server: plain {min(plain_cpu):.2f} s, flow {min(flow_cpu):.2f} s)"
+    )
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(
+            f"cProfile of the flow runs after the first (calling thread) in {args.profile}; top by own time:"
+        )
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -299,11 +299,11 @@ class Registry:
     @_answered
     def log_candidate(self, run: CandidateRun) -> ModelRef:
         """Log one trained candidate as a run, register it as a new version and point `challenger` at it."""
+        # The version is created with its tags (`LoggedCandidate.version_tags`) in one call.
         logged = log_candidate_run(self.cfg, self.experiment_id, run)
-        self._tag_version(logged.version, logged.version_tags)
-        ref = self.version(logged.version)
-        self.describe(ref)
         reason = run.tags.get("ctcd.reason", "candidate")
+        ref = ModelRef(self.model_name, logged.version, logged.run_id)
+        self.describe(ref)
         self.move_alias(CHALLENGER, ref, reason=reason, extra={"run_id": logged.run_id})
         return self.version(logged.version)
 

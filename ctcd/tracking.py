@@ -16,6 +16,7 @@ import hashlib
 import json
 import subprocess
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ def data_digest(batches: list[LoggedBatch]) -> str:
 
 
 def log_candidate_run(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) -> LoggedCandidate:
-    """Log one trained candidate as a run of `experiment_id` and register its model as a new version."""
+    """Log one trained candidate as a run of `experiment_id` and register its model as a new version
+    (created with `version_tags`)."""
     import mlflow
 
     tags = {
@@ -155,11 +157,20 @@ def log_candidate_run(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) ->
         "ctcd.data.batches": ",".join(f"{b.batch_id}:{b.sha256[:12]}" for b in run.batches)[:4900],
         "ctcd.config_sha256": hashlib.sha256(run.config_yaml.encode()).hexdigest(),
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run.run_name) as active:
-        mlflow.set_tags(tags)
+    # The run is created with its tags and the version with its own (one call each, not one per tag).
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run.run_name, tags=tags) as active:
         info = _log_run_contents(cfg, experiment_id, run)
         run_id = active.info.run_id
-    return LoggedCandidate(run_id, str(info.registered_model_version), version_tags(tags))
+    kept = version_tags(tags)
+    return LoggedCandidate(run_id, register_version(cfg, info.model_uri, kept), kept)
+
+
+def register_version(cfg: CtcdConfig, model_uri: str, tags: dict[str, str]) -> str:
+    """Register a logged model as a new version of the project's model, created with its tags in one call
+    (one transaction: no version without its tags, no round trip per tag); return its number."""
+    import mlflow
+
+    return str(mlflow.register_model(model_uri, cfg.registered_model_name, tags=tags).version)
 
 
 def log_monitoring_run(
@@ -188,6 +199,20 @@ def _param_value(v: Any) -> str:
     return (v if isinstance(v, str) else json.dumps(v, default=str))[:6000]
 
 
+def _log_batch(run_id: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """A run's parameters and metrics in one call: each fluent `log_params`/`log_metrics` is a round trip
+    that also reads the whole run back."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, _param_value(v)) for k, v in params.items()],
+    )
+
+
 def _log_run_contents(cfg: CtcdConfig, experiment_id: str, run: CandidateRun) -> Any:
     with warnings.catch_warnings():
         # MLflow hints about integer columns (ids, int-coded categoricals) and an ambiguous local
@@ -203,8 +228,7 @@ def _log_run_contents_loud(cfg: CtcdConfig, experiment_id: str, run: CandidateRu
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.utils import _infer_schema
 
-    mlflow.log_params({k: _param_value(v) for k, v in run.params.items()})
-    mlflow.log_metrics(run.metrics)
+    _log_batch(mlflow.active_run().info.run_id, run.params, run.metrics)
     mlflow.log_text(run.config_yaml, CONFIG_ARTIFACT)
     if run.batches:
         datasets = [
@@ -231,10 +255,13 @@ def _log_run_contents_loud(cfg: CtcdConfig, experiment_id: str, run: CandidateRu
         run.reference.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
     for child in run.children:
-        with mlflow.start_run(experiment_id=experiment_id, run_name=child.name, nested=True):
-            mlflow.set_tag("ctcd.kind", "search-candidate")
-            mlflow.log_params({k: _param_value(v) for k, v in child.params.items()})
-            mlflow.log_metrics(child.metrics)
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=child.name,
+            nested=True,
+            tags={"ctcd.kind": "search-candidate"},
+        ) as nested:
+            _log_batch(nested.info.run_id, child.params, child.metrics)
     example = run.input_example
     return mlflow.sklearn.log_model(
         run.model,
@@ -243,7 +270,7 @@ def _log_run_contents_loud(cfg: CtcdConfig, experiment_id: str, run: CandidateRu
             inputs=input_schema(example), outputs=infer_signature(example, run.model.predict(example)).outputs
         ),
         input_example=example,
-        registered_model_name=cfg.registered_model_name,
+        # Registered after the run (`register_version`), with the version's tags in the same call.
         serialization_format="skops",
         skops_trusted_types=trusted_types(run.model),
         # Given explicitly: inferring them imports the model in a subprocess (tens of seconds).

@@ -103,8 +103,9 @@ def test_log_candidate_registers_a_challenger_with_lineage_and_artifacts(default
     assert run.data.params["C"] == "1.0" and run.data.params["search"] == '{"budget": 2}'
     t = run.data.tags
     assert t["ctcd.data.batches"] == f"2026-01-01:{1:064x}"[:23]
-    assert run.data.metrics["test_roc_auc"] == 0.91
+    assert run.data.metrics == {"test_roc_auc": 0.91}
     assert len(t["ctcd.config_sha256"]) == 64 and t["ctcd.data.digest"] and t["ctcd.kind"] == "training"
+    assert t["ctcd.reason"] == "drift"
     (inp,) = run.inputs.dataset_inputs
     assert inp.dataset.name == "2026-01-01"
     assert {tag.key: tag.value for tag in inp.tags}["sha256"] == f"{1:064x}"
@@ -114,6 +115,11 @@ def test_log_candidate_registers_a_challenger_with_lineage_and_artifacts(default
         experiment_ids=[run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}'"
     )
     assert len(children) == 1
+    assert children["tags.mlflow.runName"].tolist() == ["candidate-0"]
+    assert children["tags.ctcd.kind"].tolist() == ["search-candidate"]
+    assert children["params.C"].tolist() == ["1.0"] and children["metrics.validation_roc_auc"].tolist() == [
+        0.9
+    ]
     assert run.info.experiment_id == reg.experiment_id
     assert len(reg.load_reference(ref)) == 80
     assert reg.load_evaluation(ref)["metrics"]["roc_auc"] == 0.9
