@@ -35,14 +35,15 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    """A live server on the config's port serving champion v1; v2 registered as the candidate."""
+    """A live two-worker server on the config's port serving champion v1; v2 registered as the candidate."""
     from ctcd.serving.server import start_server
 
     root = tmp_path_factory.mktemp("rollout")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CTCD_HOME", str(root / "home"))
         mp.setenv(API_KEY_ENV, KEY)
-        config = write_project(root, free_port(), log_flush_seconds=0.5)
+        # Two workers: each follows the reload channel on its own, and the canary route must agree.
+        config = write_project(root, free_port(), log_flush_seconds=0.5, workers=2)
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         v1 = register_version(cfg, ws, seed=1)
