@@ -132,6 +132,20 @@ def test_canary_routes_a_stable_share_of_rows_to_the_candidate(live):
     assert httpx.get(f"{handle.url}/model").json()["rollout"] is None
 
 
+def test_a_rollout_the_server_cannot_serve_is_refused_and_changes_nothing(live):
+    cfg, _, handle, v1, v2 = live
+    url = f"{handle.url}/admin/reload"
+    bad_mode = {"version": v1.version, "rollout": {"candidate_version": v2.version, "mode": "blue"}}
+    assert httpx.post(url, json=bad_mode, headers=HEADERS).status_code == 400
+    assert httpx.post(url, json=bad_mode).status_code == 401  # the API key guards it too
+    missing = {"version": v1.version, "rollout": {"candidate_version": "999", "mode": "shadow"}}
+    refused = httpx.post(url, json=missing, headers=HEADERS, timeout=120)
+    assert refused.status_code == 409 and "999" in refused.json()["error"]
+    answer = predict_each(handle.url, json_rows(cfg, make_rows(cfg, 1, seed=8), ids=["x"]))[0]
+    assert answer["model_version"] == v1.version
+    assert httpx.get(f"{handle.url}/model").json()["rollout"] is None
+
+
 def test_shadow_answers_with_the_champion_and_logs_both_models(live):
     cfg, ws, handle, v1, v2 = live
     state = deploy.start_rollout(cfg, ws, handle.url, v2.version, "shadow")
