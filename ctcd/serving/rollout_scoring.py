@@ -32,6 +32,7 @@ from ctcd.rollout import routes_to_candidate
 logger = logging.getLogger("ctcd.serving")
 
 SHADOW_QUEUE_BATCHES = 256
+SHADOW_MERGE_BATCHES = 32  # queued batches the shadow scorer scores in one model call, at most
 
 
 class ServedRollout(BaseModel):
@@ -179,7 +180,42 @@ class ShadowScorer:
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
-            self._finish(*job)
+            # Under load batches queue up: score them together, one model call (its fixed cost dominates).
+            jobs = [job]
+            while len(jobs) < SHADOW_MERGE_BATCHES:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._finish_together(jobs)
+                    return
+                jobs.append(job)
+            self._finish_together(jobs)
+
+    def _finish_together(self, jobs: list[tuple[Any, Callable[[], Any], dict[str, Any]]]) -> None:
+        import pandas as pd
+
+        candidate = jobs[0][0]
+        if len(jobs) == 1 or any(c is not candidate for c, _, _ in jobs):
+            for job in jobs:
+                self._finish(*job)
+            return
+        try:
+            frames = [frame() for _, frame, _ in jobs]
+            scores = model_scores(candidate, pd.concat(frames, ignore_index=True))[0]
+        except Exception:
+            for job in jobs:  # each on its own: one bad batch does not lose the others' scores
+                self._finish(*job)
+            return
+        start = 0
+        for (_, _, record), frame in zip(jobs, frames, strict=True):
+            record[CANDIDATE_PROBABILITY] = scores[start : start + len(frame)]
+            start += len(frame)
+            try:
+                self._append(record)
+            except Exception:
+                logger.exception("could not queue shadow-scored predictions for the log")
 
     def _finish(self, candidate: Any, frame: Callable[[], Any], record: dict[str, Any]) -> None:
         try:
