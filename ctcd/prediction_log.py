@@ -254,7 +254,11 @@ def read_predictions(
         if (low is not None and day < low) or (high is not None and day > high):
             continue
         frames.extend(pd.read_parquet(part) for part in sorted(folder.glob("part-*.parquet")))
-    frames = [f for f in frames if len(f)]
+    # Rollout columns of parts served without a rollout are all null: left out of the concat (pandas
+    # deprecates typing a column from all-null parts) and filled in below.
+    frames = [
+        f.drop(columns=[c for c in ROLLOUT_COLUMNS if c in f and f[c].isna().all()]) for f in frames if len(f)
+    ]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in BASE_COLUMNS})
     out = pd.concat(frames, ignore_index=True)

@@ -1,10 +1,11 @@
 """Scoring during a rollout (`ctcd.rollout`): the champion and a candidate on the same rows.
 
-`ChampionService` holds the candidate beside the champion while a rollout is active. In canary both models
-score the batch before it is answered (each row is answered by the model `routes_to_candidate` picks for its
-id). In shadow only the champion answers, so the candidate's scoring and the log write leave the request
-path: `ShadowScorer` does them in its own thread, and scores inline only when it falls behind (its queue is
-full), so the log stays complete. Every logged row carries both probabilities.
+`ChampionService` holds the candidate beside the champion while a rollout is active. In canary each row is
+answered by the model `routes_to_candidate` picks for its id: when the candidate answers any row of a batch,
+both models score it before it is answered. In shadow, and for a canary batch the champion answers alone,
+the candidate's scoring and the log write leave the request path: `ShadowScorer` does them in its own
+thread, and scores inline only when it falls behind (its queue is full), so the log stays complete. Every
+logged row carries both probabilities.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ctcd.rollout import routes_to_candidate
 logger = logging.getLogger("ctcd.serving")
 
 SHADOW_QUEUE_BATCHES = 256
+SHADOW_MERGE_BATCHES = 32  # queued batches the shadow scorer scores in one model call, at most
 
 
 class ServedRollout(BaseModel):
@@ -92,21 +94,18 @@ def canary_answers(
     rollout: ActiveRollout,
     champion_scores: tuple[np.ndarray, np.ndarray],
     candidate_scores: tuple[np.ndarray, np.ndarray],
-    route_ids: list[Any],
+    to_candidate: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
     """Per row, the answering model's probability, label and version, and the rollout log columns."""
-    to_candidate = np.fromiter(
-        (routes_to_candidate(i, rollout.fraction) for i in route_ids), dtype=bool, count=len(route_ids)
-    )
     probability = np.where(to_candidate, candidate_scores[0], champion_scores[0])
     labels = np.where(to_candidate, candidate_scores[1], champion_scores[1])
     cand, champ = rollout.candidate.version, champion.version
     versions = [cand if c else champ for c in to_candidate.tolist()]
     columns = {
         ANSWERED_BY: ["candidate" if c else "champion" for c in to_candidate.tolist()],
-        CHAMPION_VERSION: [champ] * len(route_ids),
+        CHAMPION_VERSION: [champ] * len(to_candidate),
         CHAMPION_PROBABILITY: champion_scores[0],
-        CANDIDATE_VERSION: [cand] * len(route_ids),
+        CANDIDATE_VERSION: [cand] * len(to_candidate),
         CANDIDATE_PROBABILITY: candidate_scores[0],
     }
     return probability, labels, versions, columns
@@ -120,25 +119,32 @@ def rollout_answers(
     champion_scores: tuple[np.ndarray, np.ndarray],
     ids: list[Any],
     request_ids: list[str],
-) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
-    """Per row, the answer (probability, label, version) and the rollout log columns of a scored batch.
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any], bool]:
+    """Per row, the answer (probability, label, version), the rollout log columns of a scored batch, and
+    whether the candidate still has to score it (for the log only: `ShadowScorer`).
 
     Without a rollout and in shadow the champion answers (the shadow candidate scores later, off the
-    request path); in canary the candidate scores the batch now and answers the rows routed to it by
-    their id (a row without one by its request id).
+    request path). In canary a row is routed by its id (a row without one by its request id); when the
+    candidate answers any row of the batch it scores the batch now, else later, like a shadow.
     """
     n = len(ids)
     if rollout is None:
-        return *champion_scores, [champion.version] * n, no_rollout_columns(n)
-    if rollout.mode == "shadow":
-        return *champion_scores, [champion.version] * n, shadow_columns(champion, rollout, champion_scores[0])
+        return *champion_scores, [champion.version] * n, no_rollout_columns(n), False
+    to_candidate = np.zeros(n, dtype=bool)
+    if rollout.mode == "canary":
+        route_ids = [i if i is not None else r for i, r in zip(ids, request_ids, strict=True)]
+        to_candidate = np.fromiter(
+            (routes_to_candidate(i, rollout.fraction) for i in route_ids), dtype=bool, count=n
+        )
+    if not to_candidate.any():
+        columns = shadow_columns(champion, rollout, champion_scores[0])
+        return *champion_scores, [champion.version] * n, columns, True
     scores = model_scores(rollout.candidate, candidate_frame(champion, rollout.candidate, raw, frame))
-    route_ids = [i if i is not None else r for i, r in zip(ids, request_ids, strict=True)]
-    return canary_answers(champion, rollout, champion_scores, scores, route_ids)
+    return *canary_answers(champion, rollout, champion_scores, scores, to_candidate), False
 
 
 def shadow_columns(champion: Any, rollout: ActiveRollout, champion_probability: np.ndarray) -> dict[str, Any]:
-    """The rollout log columns of a shadow batch, before the candidate has scored it."""
+    """The rollout log columns of a batch the champion answers alone, before the candidate has scored it."""
     n = len(champion_probability)
     return {
         ANSWERED_BY: ["champion"] * n,
@@ -174,7 +180,42 @@ class ShadowScorer:
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
-            self._finish(*job)
+            # Under load batches queue up: score them together, one model call (its fixed cost dominates).
+            jobs = [job]
+            while len(jobs) < SHADOW_MERGE_BATCHES:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._finish_together(jobs)
+                    return
+                jobs.append(job)
+            self._finish_together(jobs)
+
+    def _finish_together(self, jobs: list[tuple[Any, Callable[[], Any], dict[str, Any]]]) -> None:
+        import pandas as pd
+
+        candidate = jobs[0][0]
+        if len(jobs) == 1 or any(c is not candidate for c, _, _ in jobs):
+            for job in jobs:
+                self._finish(*job)
+            return
+        try:
+            frames = [frame() for _, frame, _ in jobs]
+            scores = model_scores(candidate, pd.concat(frames, ignore_index=True))[0]
+        except Exception:
+            for job in jobs:  # each on its own: one bad batch does not lose the others' scores
+                self._finish(*job)
+            return
+        start = 0
+        for (_, _, record), frame in zip(jobs, frames, strict=True):
+            record[CANDIDATE_PROBABILITY] = scores[start : start + len(frame)]
+            start += len(frame)
+            try:
+                self._append(record)
+            except Exception:
+                logger.exception("could not queue shadow-scored predictions for the log")
 
     def _finish(self, candidate: Any, frame: Callable[[], Any], record: dict[str, Any]) -> None:
         try:

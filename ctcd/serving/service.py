@@ -356,8 +356,7 @@ class ChampionService:
         ids = [getattr(r, SCHEMA.id_column) for r in rows]
         request_ids = [uuid.uuid4().hex for _ in rows]
         id_column = SCHEMA.id_column
-        shadow = rollout is not None and rollout.mode == "shadow"
-        positive, labels, versions, rollout_log = rollout_answers(
+        positive, labels, versions, rollout_log, deferred = rollout_answers(
             live, rollout, raw, frame, (positive, labels), ids, request_ids
         )
         answers = [
@@ -389,7 +388,7 @@ class ChampionService:
             record |= columns
             record |= {"probability": positive, "prediction": labels, "model_version": versions}
             record |= rollout_log
-            if shadow and self._shadow is not None:
+            if deferred and self._shadow is not None:
                 # The candidate scores the batch after it is answered, in the shadow scorer's thread.
                 cand = rollout.candidate  # type: ignore[union-attr]
                 self._shadow.submit(cand, lambda: candidate_frame(live, cand, raw, frame), record)

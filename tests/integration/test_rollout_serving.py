@@ -35,14 +35,15 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    """A live server on the config's port serving champion v1; v2 registered as the candidate."""
+    """A live two-worker server on the config's port serving champion v1; v2 registered as the candidate."""
     from ctcd.serving.server import start_server
 
     root = tmp_path_factory.mktemp("rollout")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CTCD_HOME", str(root / "home"))
         mp.setenv(API_KEY_ENV, KEY)
-        config = write_project(root, free_port(), log_flush_seconds=0.5)
+        # Two workers: each follows the reload channel on its own, and the canary route must agree.
+        config = write_project(root, free_port(), log_flush_seconds=0.5, workers=2)
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         v1 = register_version(cfg, ws, seed=1)
@@ -128,6 +129,20 @@ def test_canary_routes_a_stable_share_of_rows_to_the_candidate(live):
         deploy.end_rollout(cfg, ws, handle.url, promoted=False)
     assert read_rollout(ws) is None
     assert registry.Registry(cfg, ws).by_alias(registry.CHALLENGER) is None
+    assert httpx.get(f"{handle.url}/model").json()["rollout"] is None
+
+
+def test_a_rollout_the_server_cannot_serve_is_refused_and_changes_nothing(live):
+    cfg, _, handle, v1, v2 = live
+    url = f"{handle.url}/admin/reload"
+    bad_mode = {"version": v1.version, "rollout": {"candidate_version": v2.version, "mode": "blue"}}
+    assert httpx.post(url, json=bad_mode, headers=HEADERS).status_code == 400
+    assert httpx.post(url, json=bad_mode).status_code == 401  # the API key guards it too
+    missing = {"version": v1.version, "rollout": {"candidate_version": "999", "mode": "shadow"}}
+    refused = httpx.post(url, json=missing, headers=HEADERS, timeout=120)
+    assert refused.status_code == 409 and "999" in refused.json()["error"]
+    answer = predict_each(handle.url, json_rows(cfg, make_rows(cfg, 1, seed=8), ids=["x"]))[0]
+    assert answer["model_version"] == v1.version
     assert httpx.get(f"{handle.url}/model").json()["rollout"] is None
 
 
