@@ -19,7 +19,6 @@ import contextlib
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,6 +42,8 @@ from ctcd.mlflow_connection import (
     is_connection_error,
     tracking_uri,
 )
+from ctcd.model_ref import ChampionMoved, ModelRef, model_ref
+from ctcd.model_ref import positive_class_index as positive_class_index  # what every model reader needs
 from ctcd.tracking import (
     DECISION_ARTIFACT,
     EVALUATION_ARTIFACT,
@@ -64,55 +65,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNCHECKED = object()
-
-
-class ChampionMoved(WorkFailed):
-    """The champion changed while a candidate was being gated against it: the candidate is not promoted."""
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """One registered model version, as ctcd needs to know it."""
-
-    name: str
-    version: str
-    run_id: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    created_at: datetime | None = None
-    description: str = ""
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
-
-
-def positive_class_index(cfg: CtcdConfig, ref: ModelRef, model: Any) -> int:
-    """The column of `model.predict_proba` that holds `dataset.positive_label`, or WorkFailed."""
-    import numpy as np
-
-    classes = np.asarray(model.classes_)
-    # Models are fitted on "label is positive_label" (tasks/model.py): class 1 is the positive label.
-    matches = np.flatnonzero(classes == 1)
-    if len(matches) != 1:
-        raise WorkFailed(
-            f"model version {ref.version} predicts classes {classes.tolist()}, not 0/1 (1: the label is "
-            f"positive_label {cfg.dataset.positive_label!r}): it was not trained by ctcd"
-        )
-    return int(matches[0])
-
-
-def _ref(mv: Any) -> ModelRef:
-    created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
-    return ModelRef(
-        name=mv.name,
-        version=str(mv.version),
-        run_id=mv.run_id,
-        tags=dict(mv.tags or {}),
-        aliases=tuple(getattr(mv, "aliases", []) or []),
-        created_at=created,
-        description=mv.description or "",
-    )
 
 
 # --- The registry object ------------------------------------------------------------------------------------
@@ -179,7 +131,7 @@ class Registry:
             if missing and not is_connection_error(exc):
                 return None
             raise
-        return _ref(mv)
+        return model_ref(mv)
 
     def champion(self) -> ModelRef | None:
         """The current champion, or None before the first promotion."""
@@ -205,13 +157,13 @@ class Registry:
             if is_connection_error(exc):
                 raise
             raise UsageError(f"model {self.model_name!r} has no version {number}") from exc
-        return _ref(mv)
+        return model_ref(mv)
 
     @_answered
     def versions(self) -> list[ModelRef]:
         """Every version of the registered model, newest first."""
         found = self.client.search_model_versions(f"name = '{self.model_name}'")
-        return sorted((_ref(mv) for mv in found), key=lambda r: int(r.version), reverse=True)
+        return sorted((model_ref(mv) for mv in found), key=lambda r: int(r.version), reverse=True)
 
     @_answered
     def load_model(self, ref: ModelRef) -> Any:
