@@ -200,16 +200,11 @@ class DataGate:
             detailed=detailed,
         )
 
-    def publish_docs(self, everything: bool = False) -> str:
-        """Render the Data Docs pages of every result since the last call (`everything`: prune, then every
-        stored result, e.g. after attached gates validated here), and the index; return its URL."""
+    def publish_docs(self, every: bool = False) -> str:
+        """Render the pages of the results since the last call (`every`: of all stored) and the index."""
         pending, self._unpublished = self._unpublished, []
-        if everything:
-            self.prune(self.keep_results)
-        if everything or pending:  # resource_identifiers=None: every stored result
-            self.context.build_data_docs(
-                site_names=[SITE], resource_identifiers=None if everything else pending
-            )
+        if every or pending:
+            self.context.build_data_docs(site_names=[SITE], resource_identifiers=None if every else pending)
         return self.index_url()
 
     def _docs_url(self, identifier: Any) -> str | None:

@@ -195,7 +195,8 @@ def ingest(
             docs = gate.publish_docs()
         else:
             decisions = [BatchDecision.of(r) for r in judge_all(cfg, ws, files, uuid.uuid4().hex)]
-            docs = gate.publish_docs(everything=True)
+            gate.prune(cfg.gates.data.keep_results)
+            docs = gate.publish_docs(every=True)
     return IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
 
 
