@@ -1,6 +1,7 @@
 """Benchmark: how one daily CT cycle's cost grows with the batch size (seconds and peak RSS per stage).
 
-Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--window 7] [--n-jobs 1]`.
+Run: `.venv/bin/python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--window 7] [--n-jobs 1]
+[--dask local]`.
 
 For each size N (rows per daily batch) the default Agrawal stream (`configs/default.yaml`, no events)
 writes `window + 1` daily batches and their labels as Parquet (untimed: the generator is not ctcd's cost).
@@ -14,6 +15,16 @@ Then each stage of one daily cycle runs in a fresh Python process, so its peak R
 - monitor: the champion scores the day's batch; covariate/prediction/prior shift vs the bounded reference
            sample, and performance on the previous day's labelled predictions
 
+With `--dask local` (the `dask` extra), three more stages run beside them, and their ratios are printed:
+
+- train_dask:  the train stage with `orchestration.dask: local` (the search on `xgboost.dask`, a LocalCluster
+               of `--dask-workers` single-threaded worker processes; cluster start-up timed apart)
+- gate_all:    the data gate on every one of the window + 1 batches, one after the other, in one process
+- gate_dask:   the same batches in parallel on a LocalCluster, one attached gate per worker (as the ingest
+               flow's Dask path does; cluster start-up and the workers' gate opening timed apart)
+
+The Dask stages' peak RSS adds the largest worker's (`RUSAGE_CHILDREN`, after the cluster closed).
+
 Seconds are the stage's own work (imports and reading inputs the stage does not own are not timed; the
 train stage times its reads). Peak RSS is the process's maximum resident set (`ru_maxrss`), imports
 included; "base" is the RSS after imports, before the stage. The growth exponent between two sizes is the
@@ -24,6 +35,7 @@ exponent from 100k up is the one that matters.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -40,25 +52,54 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 STAGES = ("land", "gate", "train", "model_gate", "monitor")
+DASK_STAGES = ("train_dask", "gate_all", "gate_dask")
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def _rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
-def _config(rows: int, n_jobs: int):
+def _config(rows: int, n_jobs: int, dask_workers: int = 0):
     from ctcd.config import load_config
 
     base = load_config(REPO / "configs" / "default.yaml")
     assert base.stream is not None
     params = {**base.model.params, **({"n_jobs": n_jobs} if n_jobs else {})}
+    orch = {"dask": "local", "dask_workers": dask_workers} if dask_workers else {}
     return base.model_copy(
         update={
             "stream": base.stream.model_copy(update={"rows_per_day": rows, "events": []}),
             "training": base.training.model_copy(update={"device": "cpu"}),
             "model": base.model.model_copy(update={"params": params}),
+            "orchestration": base.orchestration.model_copy(update=orch),
         }
     )
+
+
+def _bench_suite(cfg, rows: int) -> dict:
+    from ctcd import gx_gate
+
+    suite = gx_gate.load_suite(cfg.gates.data.suite)
+    for e in suite["expectations"]:
+        if e["type"] == "expect_table_row_count_to_be_between" and e["severity"] == "warning":
+            e["kwargs"] = {"min_value": rows // 2, "max_value": rows * 2}
+    return suite
+
+
+_WORKER_GATE: list = []
+
+
+def _gate_on_worker(cfg, ws, suite: dict, path: Path) -> bool:
+    """One batch through this worker process's attached gate (opened on its first batch)."""
+    from ctcd import gx_gate
+    from ctcd.batches import read_batch
+    from tasks import validation
+
+    if not _WORKER_GATE:
+        _WORKER_GATE.append(gx_gate.DataGate(ws, suite, keep_results=sys.maxsize, attach=True))
+    frame = read_batch(path, cfg)
+    run = _WORKER_GATE[0].validate(frame, path.stem)
+    return validation.judge(run.result, path.stem, rows=len(frame)).accepted
 
 
 def prepare(root: Path, rows: int, window: int, n_jobs: int) -> None:
@@ -75,7 +116,9 @@ def prepare(root: Path, rows: int, window: int, n_jobs: int) -> None:
     (root / "days.json").write_text(json.dumps(sorted(p.name[:10] for p in src.glob("*.labels.parquet"))))
 
 
-def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> dict[str, float]:
+def run_stage(
+    stage: str, root: Path, rows: int, window: int, n_jobs: int, dask_workers: int = 2
+) -> dict[str, float]:
     """One stage, in this process; returns its seconds and the process's RSS before and at its peak."""
     import numpy as np
     import pandas as pd
@@ -86,7 +129,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
     from tasks import dataset, drift, evaluation, model_gate, training, validation
     from tasks.model import target_vector
 
-    cfg = _config(rows, n_jobs)
+    cfg = _config(rows, n_jobs, dask_workers if stage == "train_dask" else 0)
     ds = cfg.dataset
     os.environ["CTCD_HOME"] = str(root / "ws")
     ws = Workspace.open()
@@ -120,11 +163,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
         from ctcd import gx_gate
 
         gx_gate._gx()
-        suite = gx_gate.load_suite(cfg.gates.data.suite)
-        for e in suite["expectations"]:
-            if e["type"] == "expect_table_row_count_to_be_between" and e["severity"] == "warning":
-                e["kwargs"] = {"min_value": rows // 2, "max_value": rows * 2}
-        gate = gx_gate.DataGate(ws, suite)
+        gate = gx_gate.DataGate(ws, _bench_suite(cfg, rows))
         frame = read_batch(ws.validated / f"{today}.parquet", cfg)
         base = _rss_mb()
         t0 = time.perf_counter()
@@ -133,7 +172,46 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
         seconds = time.perf_counter() - t0
         assert outcome.accepted, outcome.reason
 
-    elif stage == "train":
+    elif stage in ("gate_all", "gate_dask"):
+        from ctcd import gx_gate
+
+        gx_gate._gx()
+        suite = _bench_suite(cfg, rows)
+        gate = gx_gate.DataGate(ws, suite, keep_results=sys.maxsize)  # stores the checkpoints
+        files = [ws.validated / f"{day}.parquet" for day in days]
+        base = _rss_mb()
+        if stage == "gate_all":
+            t0 = time.perf_counter()
+            accepted = [_gate_on_worker(cfg, ws, suite, path) for path in files]
+            seconds = time.perf_counter() - t0
+        else:
+            from distributed import Client, LocalCluster
+
+            t0 = time.perf_counter()
+            with (
+                LocalCluster(n_workers=dask_workers, threads_per_worker=1, dashboard_address=None) as cluster,
+                Client(cluster) as client,
+            ):
+                parts["cluster"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                client.run(_gate_on_worker, cfg, ws, suite, files[0])  # each worker opens its gate
+                parts["open gates"] = time.perf_counter() - t1
+                t1 = time.perf_counter()
+                accepted = client.gather(
+                    client.map(
+                        _gate_on_worker,
+                        [cfg] * len(files),
+                        [ws] * len(files),
+                        [suite] * len(files),
+                        files,
+                        pure=False,
+                    )
+                )
+                seconds = time.perf_counter() - t1
+        assert all(accepted), accepted
+        del gate
+
+    elif stage in ("train", "train_dask"):
         base = _rss_mb()
         t0 = time.perf_counter()
         records = {r.batch_id: r for r in validated_batches(ws)}
@@ -153,17 +231,27 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
         split = dataset.time_split(dataset.training_frame(inputs, ds), cfg.training)
         del inputs
         parts["read+split"] = time.perf_counter() - t0
-        result = training.search(cfg, split, training.choose_device("cpu"))
-        parts["search"] = time.perf_counter() - t0 - sum(parts.values())
+        if stage == "train_dask":
+            from tasks import distributed_training
+
+            t1 = time.perf_counter()
+            with distributed_training.dask_client(cfg) as client:
+                parts["cluster"] = time.perf_counter() - t1
+                fit_one = functools.partial(distributed_training.fit_candidate_on_dask, client=client)
+                result = training.search(cfg, split, training.choose_device("cpu"), fit_one=fit_one)
+                t0 += parts["cluster"]  # start-up is reported apart, not in the stage's seconds
+        else:
+            result = training.search(cfg, split, training.choose_device("cpu"))
+        parts["search"] = time.perf_counter() - t0 - sum(v for k, v in parts.items() if k != "cluster")
         baseline = training.fit_baseline(cfg, split)
-        parts["baseline"] = time.perf_counter() - t0 - sum(parts.values())
+        parts["baseline"] = time.perf_counter() - t0 - sum(v for k, v in parts.items() if k != "cluster")
         report, proba = evaluation.evaluate(result.best.model, split.test, cfg)
         _, base_proba = evaluation.evaluate(baseline, split.test, cfg)
         reference = evaluation.reference_sample(
             result.best.model, split.train, cfg, max_rows=cfg.training.reference_rows
         )
         seconds = time.perf_counter() - t0
-        parts["evaluate"] = seconds - sum(parts.values())
+        parts["evaluate"] = seconds - sum(v for k, v in parts.items() if k != "cluster")
         with (root / "model.pkl").open("wb") as f:
             pickle.dump(
                 {"model": result.best.model, "baseline": baseline, "metrics": report.metrics}, f, protocol=5
@@ -236,7 +324,7 @@ def run_stage(stage: str, root: Path, rows: int, window: int, n_jobs: int) -> di
     return {
         "seconds": seconds,
         "base_mb": base,
-        "peak_mb": _rss_mb(),
+        "peak_mb": _rss_mb() + (_rss_mb(resource.RUSAGE_CHILDREN) if stage.endswith("_dask") else 0.0),
         **{f"part:{k}": v for k, v in parts.items()},
     }
 
@@ -259,7 +347,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--window", type=int, default=7, help="batches in the training window")
     parser.add_argument("--n-jobs", type=int, default=1, help="XGBoost threads (0: all cores)")
-    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--dask", choices=["local"], help="also run the Dask stages on a LocalCluster")
+    parser.add_argument("--dask-workers", type=int, default=2, help="LocalCluster worker processes")
+    parser.add_argument("--stage", choices=STAGES + DASK_STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -270,7 +360,8 @@ def main() -> None:
         prepare(args.root, args.rows, args.window, args.n_jobs)
         return
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.root, args.rows, args.window, args.n_jobs)))
+        out = run_stage(args.stage, args.root, args.rows, args.window, args.n_jobs, args.dask_workers)
+        print(json.dumps(out))
         return
 
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min)")
@@ -287,6 +378,8 @@ def main() -> None:
             str(args.window),
             "--n-jobs",
             str(args.n_jobs),
+            "--dask-workers",
+            str(args.dask_workers),
         ]
         t0 = time.perf_counter()
         _sub(["--prepare", *common])
@@ -295,7 +388,7 @@ def main() -> None:
             flush=True,
         )
         results[n] = {}
-        for stage in STAGES:
+        for stage in STAGES + (DASK_STAGES if args.dask else ()):
             out = json.loads(_sub(["--stage", stage, *common]).strip().splitlines()[-1])
             results[n][stage] = out
             print(
@@ -304,8 +397,8 @@ def main() -> None:
                 + "".join(f", {k[5:]} {v:.2f} s" for k, v in out.items() if k.startswith("part:")),
                 flush=True,
             )
-        total = sum(r["seconds"] for r in results[n].values())
-        peak = max(r["peak_mb"] for r in results[n].values())
+        total = sum(results[n][s]["seconds"] for s in STAGES)
+        peak = max(results[n][s]["peak_mb"] for s in STAGES)
         print(f"{n:>9,}  cycle total {total:9.2f} s  max peak RSS {peak:.0f} MB", flush=True)
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
@@ -320,9 +413,12 @@ def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
     for stage in STAGES:
         rows[stage] = {n: (results[n][stage]["seconds"], results[n][stage]["peak_mb"]) for n in sizes}
     rows["cycle"] = {
-        n: (sum(r["seconds"] for r in results[n].values()), max(r["peak_mb"] for r in results[n].values()))
+        n: (sum(results[n][s]["seconds"] for s in STAGES), max(results[n][s]["peak_mb"] for s in STAGES))
         for n in sizes
     }
+    for stage in DASK_STAGES:
+        if all(stage in results[n] for n in sizes):
+            rows[stage] = {n: (results[n][stage]["seconds"], results[n][stage]["peak_mb"]) for n in sizes}
     print()
     cols = [f"{n:,} rows: s / peak MB" for n in sizes] + [f"exponent {a:,}->{b:,}" for a, b in pairs]
     print("| stage | " + " | ".join(cols) + " |")
@@ -334,6 +430,18 @@ def print_table(results: dict[int, dict[str, dict[str, float]]]) -> None:
             for a, b in pairs
         ]
         print(f"| {stage} | " + " | ".join(cells + exps) + " |")
+
+    if "train_dask" not in rows:
+        return
+    print()
+    print(
+        "| size | train s: one process / Dask | ratio | gate, window + 1 batches: 1 process / Dask | ratio |"
+    )
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        t1, td = results[n]["train"]["seconds"], results[n]["train_dask"]["seconds"]
+        g1, gd = results[n]["gate_all"]["seconds"], results[n]["gate_dask"]["seconds"]
+        print(f"| {n:,} | {t1:.2f} / {td:.2f} | {t1 / td:.2f}x | {g1:.2f} / {gd:.2f} | {g1 / gd:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def check_suite(suite: dict[str, Any], where: str = "suite") -> None:
 class DataGate:
     """One suite bound to a GX file context in the workspace; `validate` runs it on a DataFrame."""
 
-    def __init__(self, ws: Workspace, suite: dict[str, Any], keep_results: int = 50) -> None:
+    def __init__(self, ws: Workspace, suite: dict[str, Any], keep_results: int = 50, attach: bool = False):
         gx = _gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -116,8 +116,11 @@ class DataGate:
         ws.gx_root.mkdir(parents=True, exist_ok=True)
         self.context = gx.get_context(mode="file", context_root_dir=str(ws.gx_root))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.context.variables.save()
         ctx = self.context
+        if attach:  # a parallel worker's gate: the checkpoints another gate stored; the store is not written
+            self.gate, self.details = (ctx.checkpoints.get(f"{self.name}-{k}") for k in ("gate", "details"))
+            return
+        self.context.variables.save()
 
         # The reviewed JSON is the source of truth: replace whatever the context holds under these names.
         for checkpoint in (f"{self.name}-gate", f"{self.name}-details"):
@@ -197,11 +200,11 @@ class DataGate:
             detailed=detailed,
         )
 
-    def publish_docs(self) -> str:
-        """Render the Data Docs pages of every result since the last call, and the index; return its URL."""
+    def publish_docs(self, every: bool = False) -> str:
+        """Render the pages of the results since the last call (`every`: of all stored) and the index."""
         pending, self._unpublished = self._unpublished, []
-        if pending:
-            self.context.build_data_docs(site_names=[SITE], resource_identifiers=pending)
+        if every or pending:
+            self.context.build_data_docs(site_names=[SITE], resource_identifiers=None if every else pending)
         return self.index_url()
 
     def _docs_url(self, identifier: Any) -> str | None:
@@ -242,11 +245,11 @@ class DataGate:
         return removed
 
 
-def open_gate(ws: Workspace, suite_path: Path, keep_results: int = 50) -> DataGate:
-    """Load the suite file and bind it to the workspace's GX context."""
+def open_gate(ws: Workspace, suite_path: Path, keep_results: int = 50, attach: bool = False) -> DataGate:
+    """Load the suite file and bind it to the workspace's GX context (`attach`: see `DataGate`)."""
     suite = load_suite(suite_path)
     try:
-        return DataGate(ws, suite, keep_results=keep_results)
+        return DataGate(ws, suite, keep_results=keep_results, attach=attach)
     except ConfigError:
         raise
     except Exception as exc:

@@ -2,7 +2,10 @@
 
 The steps are `tasks/ingest.py:ingest` (also run without Prefect); this flow runs them with each batch's
 validation as a Prefect task run (`validate-<batch>`) and publishes a table artifact of the decisions with
-a link to the Data Docs site. A quarantined batch raises the `quarantine` alert (once per batch content).
+a link to the Data Docs site. With `orchestration.dask: local` or a `dask_address`, the validations run in
+parallel through prefect-dask's DaskTaskRunner (the `validate-batches` subflow), each worker process with
+its own gate. A quarantined batch raises
+the `quarantine` alert (once per batch content).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ctcd import events
 from ctcd.batches import BatchRecord
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
+from flows.task_runners import dask_task_runner
 from tasks import ingest
 from tasks.ingest import IngestReport
 
@@ -55,6 +59,28 @@ def alert_quarantine(cfg: CtcdConfig, ws: Workspace, record: BatchRecord) -> Non
     )
 
 
+@task(name="validate-batch", cache_policy=NO_CACHE, task_run_name="validate-{path.stem}")
+def validate_batch_on_worker(cfg: CtcdConfig, ws: Workspace, path: Path, run: str) -> BatchRecord:
+    """`validate_batch` on a Dask worker, with the worker's own gate (GX objects do not pickle)."""
+    return ingest.judge_on_worker(cfg, ws, path, run)
+
+
+@flow(name="validate-batches", validate_parameters=False)
+def validate_batches(cfg: CtcdConfig, ws: Workspace, files: list[Path], run: str) -> list[BatchRecord]:
+    """Validate and file the batches in parallel on the flow's task runner (a DaskTaskRunner)."""
+    futures = [validate_batch_on_worker.submit(cfg, ws, path, run) for path in files]
+    records = [f.result() for f in futures]
+    for record in records:
+        if record.status == "quarantined":
+            alert_quarantine(cfg, ws, record)
+    return records
+
+
+def validate_on_dask(cfg: CtcdConfig, ws: Workspace, files: list[Path], run: str) -> list[BatchRecord]:
+    """The batches' validation as a subflow on `orchestration.dask_address` or a local Dask cluster."""
+    return validate_batches.with_options(task_runner=dask_task_runner(cfg))(cfg, ws, files, run)
+
+
 def publish(report: IngestReport) -> None:
     """Publish the decisions as a Prefect table artifact and the Data Docs site as a link artifact."""
     create_table_artifact(key="data-gate", table=report.table(), description=report.summary())
@@ -65,7 +91,9 @@ def publish(report: IngestReport) -> None:
 @flow(name="ingest")
 def ingest_flow(config_path: str | None = None, through: str | None = None) -> IngestReport:
     """Land due batches and validate every landed batch (only ids <= `through` when given)."""
-    report = ingest.ingest(load_config(config_path), Workspace.open(), through, judge=validate_batch)
+    cfg = load_config(config_path)
+    judge_all = validate_on_dask if cfg.orchestration.uses_dask else None
+    report = ingest.ingest(cfg, Workspace.open(), through, judge=validate_batch, judge_all=judge_all)
     publish(report)
     get_run_logger().info(report.summary())
     return report

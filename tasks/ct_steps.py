@@ -91,9 +91,15 @@ def training_split(inputs: Sequence[BatchInput], cfg: CtcdConfig) -> Split:
 
 
 def fit(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> Fitted:
-    """The budgeted search and the baseline on the split, and their cost."""
+    """The budgeted search (on Dask when `orchestration.dask`/`dask_address` ask for it) and the baseline on
+    the split, and their cost (on Dask: this process's CPU only)."""
     cpu, wall = time.process_time(), time.perf_counter()
-    result = training.search(cfg, split, device)
+    if cfg.orchestration.uses_dask:
+        from tasks.distributed_training import search_on_dask
+
+        result = search_on_dask(cfg, split, device)
+    else:
+        result = training.search(cfg, split, device)
     baseline = training.fit_baseline(cfg, split)
     rows = len(split.train) + len(split.validation)
     cost = training_cost(

@@ -3,6 +3,8 @@
 `train_on_dask` fits one model with `xgboost.dask` on data partitioned across the cluster's workers, then
 returns it as the same Pipeline (category encoding, then a plain `XGBClassifier`) every other part of ctcd
 uses (the Model contract of `tasks/model.py`), so evaluation, the registry and serving do not change.
+`search_on_dask` is the training step's search when `orchestration.dask` is `local` or
+`orchestration.dask_address` is set (`tasks/ct_steps.py:fit` chooses).
 `flows/task_runners.py:dask_task_runner` gives a flow prefect-dask's `DaskTaskRunner` on the same cluster,
 so independent tasks (the search's candidates) run on its workers. Dask is imported only inside the
 functions: without the extra, ctcd works as before.
@@ -10,13 +12,28 @@ functions: without the extra, ctcd works as before.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ctcd.errors import DependencyUnavailable
-from tasks.model import Model, category_codes, features_frame, target_vector, xgboost_params
+from tasks import training
+from tasks.dataset import Split
+from tasks.evaluation import metric_value
+from tasks.model import (
+    Model,
+    candidate_kind,
+    category_codes,
+    features_frame,
+    positive_proba,
+    target_vector,
+    xgboost_params,
+)
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -53,6 +70,61 @@ def require_dask(*modules: str) -> None:
         raise DependencyUnavailable(
             f"scale-out training needs Dask ({exc.name} is missing): {INSTALL_HINT}"
         ) from exc
+
+
+@contextlib.contextmanager
+def dask_client(cfg: CtcdConfig) -> Iterator[Client]:
+    """A client of `orchestration.dask_address`, or of a local cluster of `orchestration.dask_workers`
+    single-threaded worker processes (closed on exit)."""
+    require_dask()
+    from distributed import Client, LocalCluster
+
+    orch = cfg.orchestration
+    if orch.dask_address:
+        with Client(orch.dask_address) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=orch.dask_workers, threads_per_worker=1, dashboard_address=None, processes=True
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def search_on_dask(cfg: CtcdConfig, split: Split, device: training.DeviceChoice) -> training.SearchResult:
+    """The budgeted search with every XGBoost candidate fitted by `xgboost.dask` on the configured cluster
+    (one partition per worker); other model flavors fit in this process as usual."""
+    if candidate_kind(cfg) != "xgboost":
+        return training.search(cfg, split, device)
+    with dask_client(cfg) as client:
+        fit_one = functools.partial(fit_candidate_on_dask, client=client)
+        return training.search(cfg, split, device, fit_one=fit_one)
+
+
+def fit_candidate_on_dask(
+    cfg: CtcdConfig,
+    split: Split,
+    params: dict[str, Any],
+    device: training.DeviceChoice,
+    *,
+    client: Client,
+) -> training.Candidate:
+    """`training.fit_candidate` on the cluster: fit on train with early stopping on validation, score on
+    validation (here: one prediction pass)."""
+    ds = cfg.dataset
+    training.check_two_classes(cfg, split.train, target_vector(split.train, ds))
+    parts = max(1, len(client.scheduler_info()["workers"]))
+    start = time.perf_counter()
+    fit = train_on_dask(
+        cfg, client, partition(split.train, parts), partition(split.validation, parts), params, device.device
+    )
+    seconds = time.perf_counter() - start
+    y_val = target_vector(split.validation, ds).to_numpy()
+    proba = positive_proba(fit.model, features_frame(split.validation, ds))
+    score = metric_value(cfg.gates.model.primary_metric, y_val, proba)
+    return training.Candidate(dict(params), score, fit.best_iteration, seconds, fit.model)
 
 
 def partition(frame: pd.DataFrame, partitions: int) -> dd.DataFrame:

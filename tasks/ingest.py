@@ -13,6 +13,9 @@ validation result is `tasks/validation.py:judge`.
 
 from __future__ import annotations
 
+import sys
+import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -142,6 +145,29 @@ def land(cfg: CtcdConfig, ws: Workspace, through: str | None) -> list[str]:
 
 
 Judge = Callable[[CtcdConfig, Workspace, Path, "DataGate"], BatchRecord]
+# Judges a run's files at once (on Dask: in parallel); `run` names the ingest run for worker gates.
+JudgeAll = Callable[[CtcdConfig, Workspace, list[Path], str], list[BatchRecord]]
+
+# One attached gate per worker process and ingest run: GX objects do not pickle, so each worker opens its
+# own, once, on the checkpoints the ingest process stored for this run.
+_WORKER_GATE: dict[tuple[str, str, str], DataGate] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def judge_on_worker(cfg: CtcdConfig, ws: Workspace, path: Path, run: str) -> BatchRecord:
+    """`judge_batch_file` in a parallel worker, with this process's gate attached for ingest run `run`."""
+    from ctcd.gx_gate import open_gate
+
+    key = (str(ws.gx_root), str(cfg.gates.data.suite), run)
+    with _WORKER_LOCK:  # one GX context per process; a worker with several threads validates in turn
+        gate = _WORKER_GATE.get(key)
+        if gate is None:
+            _WORKER_GATE.clear()
+            # Pruning nothing: the ingest process prunes once the workers are done.
+            gate = _WORKER_GATE[key] = open_gate(
+                ws, cfg.gates.data.suite, keep_results=sys.maxsize, attach=True
+            )
+        return judge_batch_file(cfg, ws, path, gate)
 
 
 def ingest(
@@ -150,19 +176,27 @@ def ingest(
     through: str | None = None,
     gate: DataGate | None = None,
     judge: Judge = judge_batch_file,
+    judge_all: JudgeAll | None = None,
 ) -> IngestReport:
     """Land due batches (source or stream), then judge every landed batch with id <= `through`.
 
     `judge`: what validates and files one batch (the ingest flow passes `judge_batch_file` as a Prefect
-    task, so each batch's validation is a task run)."""
+    task, so each batch's validation is a task run). `judge_all`, when given, judges all the files at once
+    instead (the flow's Dask path: `judge_on_worker` in parallel), after this process stored the gate's
+    checkpoints; this process then prunes old results and renders the Data Docs."""
     with ingest_lock(ws):
         landed = land(cfg, ws, through)
         files = landed_batches(ws, through)
         if not files:
             return IngestReport(through=through, landed=landed)
         gate = gate or open_data_gate(cfg, ws)
-        decisions = [BatchDecision.of(judge(cfg, ws, path, gate)) for path in files]
-        docs = gate.publish_docs()
+        if judge_all is None:
+            decisions = [BatchDecision.of(judge(cfg, ws, path, gate)) for path in files]
+            docs = gate.publish_docs()
+        else:
+            decisions = [BatchDecision.of(r) for r in judge_all(cfg, ws, files, uuid.uuid4().hex)]
+            gate.prune(cfg.gates.data.keep_results)
+            docs = gate.publish_docs(every=True)
     return IngestReport(through=through, landed=landed, decisions=decisions, data_docs=docs)
 
 

@@ -6,10 +6,12 @@ import functools
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import WorkFailed
@@ -124,13 +126,11 @@ def _is_better(metric: str, a: float, b: float) -> bool:
     return a > b if GREATER_IS_BETTER[metric] else a < b
 
 
-def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device: DeviceChoice) -> Candidate:
-    """Fit one candidate on train, early-stopping on validation, and score it on validation."""
+def check_two_classes(cfg: CtcdConfig, train: pd.DataFrame, y_train: pd.Series) -> None:
+    """WorkFailed (saying what to change) when the training target holds one class only."""
     ds = cfg.dataset
-    X_train, y_train = features_frame(split.train, ds), target_vector(split.train, ds)
-    X_val, y_val = features_frame(split.validation, ds), target_vector(split.validation, ds)
     if y_train.nunique() < 2:
-        seen = split.train[ds.target].dropna().unique().tolist()
+        seen = train[ds.target].dropna().unique().tolist()
         if y_train.sum() == 0 and len(seen) > 1:
             shown = ", ".join(repr(v) for v in seen[:5])
             raise WorkFailed(
@@ -138,6 +138,14 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
                 f'{shown}): set positive_label to one of them (quote text, e.g. "yes")'
             )
         raise WorkFailed("the training rows hold one class only: widen training.window_batches")
+
+
+def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device: DeviceChoice) -> Candidate:
+    """Fit one candidate on train, early-stopping on validation, and score it on validation."""
+    ds = cfg.dataset
+    X_train, y_train = features_frame(split.train, ds), target_vector(split.train, ds)
+    X_val, y_val = features_frame(split.validation, ds), target_vector(split.validation, ds)
+    check_two_classes(cfg, split.train, y_train)
     kind = candidate_kind(cfg)
     start = time.perf_counter()
     if kind == "xgboost":
@@ -161,10 +169,15 @@ def fit_candidate(cfg: CtcdConfig, split: Split, params: dict[str, Any], device:
     return Candidate(dict(params), score, best_iteration, seconds, model)
 
 
-def search(cfg: CtcdConfig, split: Split, device: DeviceChoice) -> SearchResult:
-    """Fit every candidate of the budgeted search and pick the best on validation."""
+FitOne = Callable[[CtcdConfig, Split, dict[str, Any], DeviceChoice], Candidate]
+
+
+def search(
+    cfg: CtcdConfig, split: Split, device: DeviceChoice, fit_one: FitOne = fit_candidate
+) -> SearchResult:
+    """Fit every candidate of the budgeted search (each with `fit_one`) and pick the best on validation."""
     metric = cfg.gates.model.primary_metric
-    candidates = [fit_candidate(cfg, split, p, device) for p in candidate_params(cfg)]
+    candidates = [fit_one(cfg, split, p, device) for p in candidate_params(cfg)]
     best = 0
     for i, c in enumerate(candidates[1:], start=1):
         if _is_better(metric, c.validation_score, candidates[best].validation_score):

@@ -415,9 +415,27 @@ class OrchestrationConfig(Strict):
         default=None,
         description="holds flows/ and deployments/prefect.yaml (relative to this file; null: the checkout)",
     )
-    dask_address: str | None = Field(
-        default=None, description="a Dask scheduler (tcp://host:8786) for scale-out training; null: local"
+    dask: Literal["off", "local"] = Field(
+        default="off",
+        description="local: training (xgboost.dask) and the data gate run on a local Dask cluster "
+        "of dask_workers processes (the dask extra); dask_address, when set, is used instead",
     )
+    dask_workers: int = Field(default=2, ge=1, description="worker processes of the local Dask cluster")
+    dask_address: str | None = Field(
+        default=None,
+        description="a Dask scheduler (tcp://host:8786) for training and the data gate; workers must reach "
+        "the workspace's files; null: dask decides",
+    )
+
+    @field_validator("dask", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @property
+    def uses_dask(self) -> bool:
+        """Whether training and the data gate run on a Dask cluster (an address, or a local one)."""
+        return self.dask_address is not None or self.dask == "local"
 
 
 class AlertsConfig(Strict):

@@ -149,3 +149,40 @@ def test_xgboost_dask_learns_text_categories_like_training_in_memory(
     assert [list(c) for c in codes] == [list(c) for c in expected]
     proba = positive_proba(fit.model, features_frame(test, cfg.dataset))
     assert roc_auc_score(target_vector(test, cfg.dataset), proba) > 0.9
+
+
+@pytest.mark.integration
+def test_the_training_step_searches_on_dask_when_it_is_configured(
+    cluster: Any, default_config: CtcdConfig
+) -> None:
+    from ctcd.stream.scenario import generate_day
+    from tasks import ct_steps, dataset, training
+    from tests.tasks.test_training import small_config
+
+    alone = small_config(default_config, rows_per_day=600)
+    on_dask = alone.model_copy(
+        update={
+            "orchestration": alone.orchestration.model_copy(
+                update={"dask_address": cluster.scheduler_address}
+            )
+        }
+    )
+    assert on_dask.orchestration.uses_dask and not alone.orchestration.uses_dask
+    inputs = []
+    for day in (1, 2, 3, 4):
+        b = generate_day(alone, day)
+        frame = dataset.join_labels(b.features, b.labels, alone.dataset)
+        inputs.append(dataset.BatchInput(b.batch_id, "sha", f"{b.batch_id}.parquet", frame))
+    split = ct_steps.training_split(inputs, alone)
+    device = training.choose_device("cpu")
+
+    before = cluster.scheduler.transition_counter
+    fitted = ct_steps.fit(on_dask, split, device)
+    assert cluster.scheduler.transition_counter > before  # the cluster did the fitting
+    reference = ct_steps.fit(alone, split, device)
+
+    assert [c.params for c in fitted.result.candidates] == [c.params for c in reference.result.candidates]
+    for dask_fit, local_fit in zip(fitted.result.candidates, reference.result.candidates, strict=True):
+        assert abs(dask_fit.validation_score - local_fit.validation_score) < 0.05
+    best = ct_steps.evaluate(fitted, split, on_dask)
+    assert best.report.metrics["roc_auc"] > 0.7
