@@ -112,11 +112,7 @@ def _pulls_from_source(cfg: CtcdConfig) -> bool:
 
 @data_app.command("land")
 def land(
-    through: str | None = typer.Option(
-        None,
-        "--through",
-        help="Land batches up to this batch id (the stream: a date, YYYY-MM-DD; default: everything there).",
-    ),
+    through: str | None = options.through_option("Land"),
     config: Path | None = options.ConfigOption,
 ) -> None:
     """Copy new batches (ids up to --through) into landing/, and the labels that have arrived."""
