@@ -148,21 +148,17 @@ class DataGate:
         definition = ctx.validation_definitions.add(
             gx.ValidationDefinition(name=self.name, data=batch, suite=gx_suite)
         )
-        self.gate = ctx.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{self.name}-gate",
-                validation_definitions=[definition],
-                actions=[],
-                result_format="BOOLEAN_ONLY",
+        # Two checkpoints on the same definition: a cheap pass/fail, and the details a rejection reports.
+        self.gate, self.details = (
+            ctx.checkpoints.add(
+                gx.Checkpoint(
+                    name=f"{self.name}-{kind}",
+                    validation_definitions=[definition],
+                    actions=[],
+                    result_format=result_format,
+                )
             )
-        )
-        self.details = ctx.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{self.name}-details",
-                validation_definitions=[definition],
-                actions=[],
-                result_format="BASIC",
-            )
+            for kind, result_format in (("gate", "BOOLEAN_ONLY"), ("details", "BASIC"))
         )
 
     def validate(self, frame: pd.DataFrame, batch_id: str) -> GateRun:

@@ -14,6 +14,16 @@ from typing import Any
 from ctcd import settings
 
 
+class _Under:
+    """A read-only attribute of a Workspace: the path `parts` below its root."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, ws: Workspace, owner: type | None = None) -> Path:
+        return ws.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Absolute paths of everything ctcd writes. Create with `Workspace.open()`."""
@@ -45,64 +55,27 @@ class Workspace:
             d.mkdir(parents=True, exist_ok=True)
 
     # Data areas: batches move landing -> validated | quarantine; nothing is ever deleted.
-    @property
-    def landing(self) -> Path:
-        return self.root / "landing"
-
-    @property
-    def labels(self) -> Path:
-        return self.root / "labels"
-
-    @property
-    def validated(self) -> Path:
-        return self.root / "validated"
-
-    @property
-    def quarantine(self) -> Path:
-        return self.root / "quarantine"
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
+    landing = _Under("landing")
+    labels = _Under("labels")
+    validated = _Under("validated")
+    quarantine = _Under("quarantine")
+    predictions = _Under("predictions")
+    reports = _Under("reports")
 
     # Services' state.
-    @property
-    def mlflow_db(self) -> Path:
-        return self.root / "mlflow" / "mlflow.db"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.root / "mlflow" / "artifacts"
+    mlflow_db = _Under("mlflow", "mlflow.db")
+    mlflow_artifacts = _Under("mlflow", "artifacts")
+    gx_root = _Under("gx")
+    prefect_home = _Under("prefect")
+    logs = _Under("logs")
+    run = _Under("run")
+    """PID files of services started by `ctcd up`."""
+    audit = _Under("audit")
+    """Append-only logs (promotion history)."""
 
     @property
     def mlflow_tracking_uri(self) -> str:
         return f"sqlite:///{self.mlflow_db}"
-
-    @property
-    def gx_root(self) -> Path:
-        return self.root / "gx"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def run(self) -> Path:
-        """PID files of services started by `ctcd up`."""
-        return self.root / "run"
-
-    @property
-    def audit(self) -> Path:
-        """Append-only logs (promotion history)."""
-        return self.root / "audit"
 
 
 def log_tail(path: Path, lines: int = 3) -> str:

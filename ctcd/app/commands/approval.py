@@ -16,6 +16,7 @@ import typer
 from ctcd.app.commands import options
 from ctcd.errors import WorkFailed
 
+VersionArgument = typer.Argument(..., help="The model version whose paused training run waits.")
 ActorOption = typer.Option(
     None, "--actor", help="Who decides (kept in the audit log and on the version; default: your user name)."
 )
@@ -78,7 +79,7 @@ def _decide(config: Path | None, version: str, approve: bool, reason: str, actor
 
 
 def approve(
-    version: str = typer.Argument(..., help="The model version whose paused training run waits."),
+    version: str = VersionArgument,
     reason: str = typer.Option("", "--reason", help="Why (kept in the audit log and on the version)."),
     actor: str | None = ActorOption,
     config: Path | None = options.ConfigOption,
@@ -92,7 +93,7 @@ def approve(
 
 
 def reject(
-    version: str = typer.Argument(..., help="The model version whose paused training run waits."),
+    version: str = VersionArgument,
     reason: str = typer.Option(..., "--reason", help="Why not (required; kept in the audit log)."),
     actor: str | None = ActorOption,
     config: Path | None = options.ConfigOption,

@@ -112,11 +112,7 @@ def _pulls_from_source(cfg: CtcdConfig) -> bool:
 
 @data_app.command("land")
 def land(
-    through: str | None = typer.Option(
-        None,
-        "--through",
-        help="Land batches up to this batch id (the stream: a date, YYYY-MM-DD; default: everything there).",
-    ),
+    through: str | None = options.through_option("Land"),
     config: Path | None = options.ConfigOption,
 ) -> None:
     """Copy new batches (ids up to --through) into landing/, and the labels that have arrived."""
@@ -131,10 +127,7 @@ def land(
 
         with ingest_lock(ws):
             pulled = pull(cfg, ws, through)
-        for batch_id in pulled.landed:
-            typer.echo(f"  landed features {batch_id}")
-        for batch_id in pulled.labels_landed:
-            typer.echo(f"  landed labels   {batch_id}")
+        _echo_landed(pulled.landed, pulled.labels_landed)
         typer.echo(
             f"landed {len(pulled.landed)} batch(es) into {ws.landing} and {len(pulled.labels_landed)} "
             f"label file(s) into {ws.labels} (through {through or 'the last batch'}; "
@@ -150,11 +143,15 @@ def land(
     today = day or manifest.batches[-1].date
     with ingest_lock(ws):
         report = land_due(cfg, ws, today)
-    for batch_id in report.features_landed:
-        typer.echo(f"  landed features {batch_id}")
-    for batch_id in report.labels_landed:
-        typer.echo(f"  landed labels   {batch_id}")
+    _echo_landed(report.features_landed, report.labels_landed)
     _print_landing(report, ws)
+
+
+def _echo_landed(features: list[str], labels: list[str]) -> None:
+    for batch_id in features:
+        typer.echo(f"  landed features {batch_id}")
+    for batch_id in labels:
+        typer.echo(f"  landed labels   {batch_id}")
 
 
 @data_app.command("status")

@@ -16,6 +16,15 @@ ConfigOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
 
 
+def through_option(what: str):  # -> typer's OptionInfo
+    """`--through BATCH_ID` (default: none, everything there); `what` says what stops at that id."""
+    return typer.Option(
+        None,
+        "--through",
+        help=f"{what} only batches up to this batch id (the stream: a date, YYYY-MM-DD); default: all.",
+    )
+
+
 def load(config: Path | None):  # -> CtcdConfig, Workspace
     """Load the config and open the workspace for a command."""
     from ctcd.config import load_config

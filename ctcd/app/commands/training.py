@@ -51,11 +51,7 @@ def _training(config: Path | None, reason: str, window_start: str | None) -> Tra
 
 
 def run(
-    through: str | None = typer.Option(
-        None,
-        "--through",
-        help="Land and validate only batches up to this batch id (the stream: a date); default: all.",
-    ),
+    through: str | None = options.through_option("Land and validate"),
     config: Path | None = options.ConfigOption,
 ) -> None:
     """One CT cycle: ingest + validate new batches, then train, evaluate, gate, register and promote."""
