@@ -1,5 +1,6 @@
 """The record of a human approval decision, kept like a promotion: an entry in the workspace's audit log
-(`audit/promotions.jsonl`, with who and why) and tags on the model version in MLflow.
+(`audit/promotions.jsonl`, with who and why), the decision's tags on the version's run, and the decision
+as the version's `ctcd.rollout` line (one of the six version tags; a promotion that follows replaces it).
 
 A rejected version keeps its `challenger` alias; an approved one is then promoted by the caller (that move
 is recorded by `Registry.promote` as usual).
@@ -29,13 +30,15 @@ def record_approval(
     tags: dict[str, str],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Tag the version with `tags` and append the decision to the audit log; return the entry."""
+    """Tag the version's run with `tags`, show the decision on the version and append it to the audit log;
+    return the entry."""
     reg = Registry.open(cfg, ws)
     client = reg.client
-    for key, value in tags.items():
-        answered(
-            lambda k=key, v=value: client.set_model_version_tag(reg.model_name, ref.version, k, v), "MLflow"
-        )
+    if ref.run_id:
+        run_id = ref.run_id
+        for key, value in tags.items():
+            answered(lambda k=key, v=value: client.set_tag(run_id, k, v), "MLflow")
+    reg.record_rollout(ref, "; ".join(tags.values()) or ("approved" if approved else "rejected"))
     entry = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": reg.model_name,

@@ -128,8 +128,9 @@ def test_ctcd_approve_resumes_the_paused_run_and_promotes(prefect_api, default_c
     assert flow_run_state(run.id) == "COMPLETED"
     champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == "1"
-    assert champ.tags["ctcd.approval"] == "approved by alice: slices look fine"
-    assert champ.tags["ctcd.promotion_reason"].endswith("; approved by alice: slices look fine")
+    run_tags = registry.Registry(cfg, workspace).client.get_run(champ.run_id).data.tags
+    assert run_tags["ctcd.approval"] == "approved by alice: slices look fine"
+    assert run_tags["ctcd.promotion_reason"].endswith("; approved by alice: slices look fine")
     [entry] = _approval_entries(workspace)
     assert (entry["version"], entry["actor"], entry["reason"]) == ("1", "alice", "slices look fine")
     assert entry["action"] == "approve"
@@ -154,7 +155,11 @@ def test_ctcd_reject_resumes_the_paused_run_without_promotion(
     reg = registry.Registry(cfg, workspace)
     assert reg.champion() is None
     assert reg.by_alias(registry.CHALLENGER).version == "1"
-    assert reg.version("1").tags["ctcd.approval"] == "rejected by bob: not this week"
+    assert reg.version("1").tags["ctcd.rollout"] == "rejected by bob: not this week"
+    assert (
+        reg.client.get_run(reg.version("1").run_id).data.tags["ctcd.approval"]
+        == "rejected by bob: not this week"
+    )
     [entry] = _approval_entries(workspace)
     assert (entry["action"], entry["actor"], entry["reason"]) == ("reject", "bob", "not this week")
     assert registry.alias_history(workspace) == []  # the champion never moved
@@ -175,7 +180,7 @@ def test_no_decision_within_the_time_out_is_a_rejection(prefect_api, default_con
     assert state.is_completed()
     reg = registry.Registry(cfg, workspace)
     assert reg.champion() is None
-    tag = reg.version("1").tags["ctcd.approval"]
+    tag = reg.version("1").tags["ctcd.rollout"]
     assert tag.startswith("rejected by ctcd-timeout: no decision within 1 s")
     [entry] = _approval_entries(workspace)
     assert (entry["action"], entry["timed_out"]) == ("reject", True)
