@@ -9,9 +9,9 @@ alerts), `sources` the `dataset.source` kinds; import any of them
 from `ctcd.config`.
 """
 
+from ctcd.config.operations import AlertsConfig, OrchestrationConfig, ScheduleConfig, TrackingConfig
 from ctcd.config.root import DEFAULT_CONFIG, RENAMED_KEYS, CtcdConfig, load_config
 from ctcd.config.sections import (
-    AlertsConfig,
     Corruption,
     DataGateConfig,
     DatasetConfig,
@@ -20,13 +20,10 @@ from ctcd.config.sections import (
     ModelConfig,
     ModelGateConfig,
     OnlineGateConfig,
-    OrchestrationConfig,
     ScenarioEvent,
-    ScheduleConfig,
     SearchConfig,
     ServingConfig,
     StreamConfig,
-    TrackingConfig,
     TrainingConfig,
 )
 from ctcd.config.sources import (

@@ -11,16 +11,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from ctcd.config.base import Strict
+from ctcd.config.operations import AlertsConfig, OrchestrationConfig, TrackingConfig
 from ctcd.config.sections import (
-    AlertsConfig,
     DatasetConfig,
     DriftPolicyConfig,
     GatesConfig,
     ModelConfig,
-    OrchestrationConfig,
     ServingConfig,
     StreamConfig,
-    TrackingConfig,
     TrainingConfig,
 )
 from ctcd.errors import ConfigError
