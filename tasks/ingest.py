@@ -1,13 +1,13 @@
 """Ingest steps: land due batches, run the data gate on each, file it as validated or quarantined, report.
 
-Batches come from `dataset.source` (`ctcd/sources.py`: files, one split file, SQL) or from the built-in
+Batches come from `dataset.source` (`ctcd/sources/`: files, one split file, SQL) or from the built-in
 stream, and only ids <= `through` are landed and judged when it is given (ids compare as strings; the
 stream's are dates). Both run under the workspace's ingest lock: a second ingest waits, then finds the
 first one's batches filed and skips them.
 
 `ingest(cfg, ws, through)` runs them (no Prefect); `flows/ingest.py:ingest_flow` runs it with each batch's
 validation as a Prefect task, and publishes a table artifact of the decisions with a link to the Data Docs
-site. These steps read and move the workspace's batch files (through `ctcd/batches.py`); the verdict on a
+site. These steps read and move the workspace's batch files (through `ctcd/batches/`); the verdict on a
 validation result is `tasks/validation.py:judge`.
 """
 
