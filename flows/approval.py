@@ -39,7 +39,9 @@ def _tag_run(flow_run_id: object, tags: list[str]) -> None:
         client.update_flow_run(flow_run_id, tags=sorted({*run.tags, *tags}))  # type: ignore[arg-type]
 
 
-def await_approval(cfg: CtcdConfig, ref: registry.ModelRef, gate_summary: str) -> approval.ApprovalDecision:
+def await_approval(
+    cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, gate_summary: str
+) -> approval.ApprovalDecision:
     """Pause this flow run until a person decides on `ref` (or the time-out, a rejection)."""
     logger = get_run_logger()
     context = FlowRunContext.get()
@@ -54,7 +56,7 @@ def await_approval(cfg: CtcdConfig, ref: registry.ModelRef, gate_summary: str) -
         f"ctcd approve {version} / ctcd reject {version} --reason TEXT",
         {"model": model, "version": version, "flow_run_id": str(context.flow_run.id), "gate": gate_summary},
         f"{model}-{version}",
-        ws=Workspace.open(),
+        ws=ws,
     )
     logger.info(
         "version %s waits for approval (up to %s s): `ctcd approve %s` or `ctcd reject %s --reason TEXT`",

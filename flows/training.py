@@ -285,7 +285,7 @@ def training_flow(
     promotion_reason = training_run.promotion_reason(reason, decision)
     if approval.needs_approval(cfg, blessed):
         # Approval comes before a promotion or a rollout: the run shows Paused until a person decides.
-        verdict = await_approval(cfg, chosen, decision.summary())
+        verdict = await_approval(cfg, ws, chosen, decision.summary())
         record_approval(cfg, ws, chosen, verdict)
         blessed = verdict.approved
         promotion_reason = approval.promotion_reason(promotion_reason, verdict)

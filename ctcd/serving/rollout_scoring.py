@@ -77,16 +77,28 @@ def candidate_frame(champion: Any, candidate: Any, raw: dict[str, list[Any]], fr
     return frame if candidate.text_columns == champion.text_columns else candidate.input_columns(raw)[0]
 
 
+def log_columns(
+    answered_by: list[Any],
+    champion_version: Any,
+    champion_probability: Any,
+    candidate_version: Any,
+    candidate_probability: Any,
+    n: int,
+) -> dict[str, Any]:
+    """The five rollout log columns of `n` rows; a version given once is repeated on every row."""
+    return {
+        ANSWERED_BY: answered_by,
+        CHAMPION_VERSION: [champion_version] * n,
+        CHAMPION_PROBABILITY: champion_probability,
+        CANDIDATE_VERSION: [candidate_version] * n,
+        CANDIDATE_PROBABILITY: candidate_probability,
+    }
+
+
 def no_rollout_columns(n: int) -> dict[str, list[None]]:
     """The rollout log columns of rows served without a rollout."""
     empty = [None] * n
-    return {
-        ANSWERED_BY: empty,
-        CHAMPION_VERSION: empty,
-        CHAMPION_PROBABILITY: empty,
-        CANDIDATE_VERSION: empty,
-        CANDIDATE_PROBABILITY: empty,
-    }
+    return log_columns(empty, None, empty, None, empty, n)
 
 
 def canary_answers(
@@ -101,13 +113,8 @@ def canary_answers(
     labels = np.where(to_candidate, candidate_scores[1], champion_scores[1])
     cand, champ = rollout.candidate.version, champion.version
     versions = [cand if c else champ for c in to_candidate.tolist()]
-    columns = {
-        ANSWERED_BY: ["candidate" if c else "champion" for c in to_candidate.tolist()],
-        CHAMPION_VERSION: [champ] * len(to_candidate),
-        CHAMPION_PROBABILITY: champion_scores[0],
-        CANDIDATE_VERSION: [cand] * len(to_candidate),
-        CANDIDATE_PROBABILITY: candidate_scores[0],
-    }
+    answered_by = ["candidate" if c else "champion" for c in to_candidate.tolist()]
+    columns = log_columns(answered_by, champ, champion_scores[0], cand, candidate_scores[0], len(versions))
     return probability, labels, versions, columns
 
 
@@ -146,13 +153,9 @@ def rollout_answers(
 def shadow_columns(champion: Any, rollout: ActiveRollout, champion_probability: np.ndarray) -> dict[str, Any]:
     """The rollout log columns of a batch the champion answers alone, before the candidate has scored it."""
     n = len(champion_probability)
-    return {
-        ANSWERED_BY: ["champion"] * n,
-        CHAMPION_VERSION: [champion.version] * n,
-        CHAMPION_PROBABILITY: champion_probability,
-        CANDIDATE_VERSION: [rollout.candidate.version] * n,
-        CANDIDATE_PROBABILITY: [None] * n,
-    }
+    return log_columns(
+        ["champion"] * n, champion.version, champion_probability, rollout.candidate.version, [None] * n, n
+    )
 
 
 class ShadowScorer:
