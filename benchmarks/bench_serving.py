@@ -11,7 +11,8 @@ satisfy the data contract, registered in a throw-away workspace. Load comes from
 (`apt-get install -y wrk`), else from a small asyncio/httpx generator (which itself costs CPU: numbers are
 then lower). Run: `.venv/bin/python benchmarks/bench_serving.py [--seconds 15] [--connections 16]`.
 `--rollout shadow|canary` also measures ctcd with a second model version served beside the champion in
-that mode (alternating with the champion alone on the same server: the shadow latency cost).
+that mode (alternating with the champion alone on the same server: the shadow latency cost), each at
+saturation and paced (`--pause-ms` between a connection's requests: a load the server keeps up with).
 `--profile` also samples ctcd's server tree with py-spy (`pip install py-spy`; not in the lock) during a
 separate load run after the measured one, and prints the functions with the most samples (own and total).
 """
@@ -98,13 +99,17 @@ def one_row(cfg: CtcdConfig) -> dict:
     return {k: int(v) if k in cfg.dataset.categorical_features else float(v) for k, v in row.items()}
 
 
-def run_wrk(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
-    """Drive `url` with wrk (POST JSON); return req/s, p50 and p99 in ms."""
+def run_wrk(
+    url: str, body: dict, seconds: int, connections: int, headers: dict[str, str], pause_ms: float = 0.0
+) -> dict:
+    """Drive `url` with wrk (POST JSON); return req/s, p50 and p99 in ms. `pause_ms`: each connection waits
+    that long between its requests (wrk's `delay()`), so the load stays below saturation."""
     lines = [
         'wrk.method = "POST"',
         f"wrk.body = {json.dumps(json.dumps(body))}",
         'wrk.headers["Content-Type"] = "application/json"',
         *[f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()],
+        *([f"function delay() return {pause_ms:g} end"] if pause_ms else []),
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write("\n".join(lines) + "\n")
@@ -127,7 +132,9 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def run_httpx(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+def run_httpx(
+    url: str, body: dict, seconds: int, connections: int, headers: dict[str, str], pause_ms: float = 0.0
+) -> dict:
     """The same measurement with an asyncio/httpx generator, for machines without wrk."""
 
     async def main() -> dict:
@@ -144,6 +151,8 @@ def run_httpx(url: str, body: dict, seconds: int, connections: int, headers: dic
                     response = await client.post(url, json=body)
                     latencies.append(time.perf_counter() - start)
                     errors += response.status_code != 200
+                    if pause_ms:
+                        await asyncio.sleep(pause_ms / 1e3)
 
             begin = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(connections)))
@@ -160,11 +169,13 @@ def run_httpx(url: str, body: dict, seconds: int, connections: int, headers: dic
     return asyncio.run(main())
 
 
-def measure(url: str, body: dict, seconds: int, connections: int, headers: dict[str, str]) -> dict:
+def measure(
+    url: str, body: dict, seconds: int, connections: int, headers: dict[str, str], pause_ms: float = 0.0
+) -> dict:
     """Warm up for a few seconds, then measure."""
     drive = run_wrk if shutil.which("wrk") else run_httpx
-    drive(url, body, 3, connections, headers)
-    return drive(url, body, seconds, connections, headers)
+    drive(url, body, 3, connections, headers, pause_ms)
+    return drive(url, body, seconds, connections, headers, pause_ms)
 
 
 def profile_server(pid: int, url: str, body: dict, seconds: int, connections: int, top: int = 15) -> str:
@@ -308,19 +319,22 @@ def start_plain_bento(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, po
 
 def measure_rollout(cfg: CtcdConfig, ws: Workspace, url: str, body: dict, args: argparse.Namespace) -> dict:
     """The champion alone, then with a candidate in `args.rollout` beside it, alternating `args.rounds` times
-    on the same live server (so both see the same machine load)."""
+    on the same live server (so both see the same machine load), each at saturation (every connection sends
+    its next request when the last is answered: p50 there is mostly queueing, the throughput cost) and
+    paced (each connection pauses `args.pause_ms` between requests: a load the server keeps up with, where
+    p50 is what a request costs)."""
     from ctcd.serving import deploy
 
     candidate = register_champion(cfg, ws, seed=1, champion=False)
     out: dict[str, dict] = {}
     for i in range(1, args.rounds + 1):
-        name = f"rollout: champion alone #{i}"
-        out[name] = measure(f"{url}/predict", body, args.seconds, args.connections, {})
-        print(f"{name}:", out[name], flush=True)
-        deploy.start_rollout(cfg, ws, url, candidate.version, args.rollout)
-        name = f"rollout: {args.rollout} #{i}"
-        out[name] = measure(f"{url}/predict", body, args.seconds, args.connections, {})
-        print(f"{name}:", out[name], flush=True)
+        for mode in ("champion alone", args.rollout):
+            if mode != "champion alone":
+                deploy.start_rollout(cfg, ws, url, candidate.version, args.rollout)
+            for load, pause in (("saturated", 0.0), ("paced", args.pause_ms)):
+                name = f"rollout: {mode} {load} #{i}"
+                out[name] = measure(f"{url}/predict", body, args.seconds, args.connections, {}, pause)
+                print(f"{name}:", out[name], flush=True)
         deploy.end_rollout(cfg, ws, url, promoted=False)
     return out
 
@@ -346,6 +360,12 @@ def main() -> None:
         "alternating with the plain champion, `--rounds` times each)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the --rollout comparison")
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=10.0,
+        help="the --rollout comparison's paced load: each connection's pause between requests (ms)",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ctcd-bench-"))
@@ -428,15 +448,16 @@ def main() -> None:
         speedup, faster = ours["rps"] / peer_r["rps"], peer_r["p50"] / ours["p50"]
         print(f"\nctcd / mlflow: {speedup:.1f}x req/s, p50 {faster:.1f}x lower")
     if args.rollout:
-        alone = [r for n, r in results.items() if n.startswith("rollout: champion alone")]
-        both = [r for n, r in results.items() if n.startswith(f"rollout: {args.rollout}")]
-        p50_alone, p50_both = np.median([r["p50"] for r in alone]), np.median([r["p50"] for r in both])
-        rps_alone, rps_both = np.median([r["rps"] for r in alone]), np.median([r["rps"] for r in both])
-        growth = p50_both / p50_alone - 1
-        print(
-            f"{args.rollout}: p50 {p50_both:.2f} ms vs {p50_alone:.2f} ms alone ({growth:+.0%}), "
-            f"req/s {rps_both:.0f} vs {rps_alone:.0f} (medians of {len(both)} alternating runs)"
-        )
+        for load in ("paced", "saturated"):
+            alone = [r for n, r in results.items() if n.startswith(f"rollout: champion alone {load}")]
+            both = [r for n, r in results.items() if n.startswith(f"rollout: {args.rollout} {load}")]
+            p50_alone, p50_both = np.median([r["p50"] for r in alone]), np.median([r["p50"] for r in both])
+            rps_alone, rps_both = np.median([r["rps"] for r in alone]), np.median([r["rps"] for r in both])
+            print(
+                f"{args.rollout}, {load}: p50 {p50_both:.2f} ms vs {p50_alone:.2f} ms alone "
+                f"({p50_both / p50_alone - 1:+.0%}), req/s {rps_both:.0f} vs {rps_alone:.0f} "
+                f"({rps_both / rps_alone - 1:+.0%}; medians of {len(both)} alternating runs)"
+            )
     if "plain BentoML batchable (1 worker)" in results:
         plain_r = results["plain BentoML batchable (1 worker)"]
         ratio, lower = ours["rps"] / plain_r["rps"], plain_r["p50"] / ours["p50"]

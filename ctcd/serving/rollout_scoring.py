@@ -4,13 +4,15 @@
 answered by the model `routes_to_candidate` picks for its id: when the candidate answers any row of a batch,
 both models score it before it is answered. In shadow, and for a canary batch the champion answers alone,
 the candidate's scoring and the log write leave the request path: `ShadowScorer` does them in its own
-thread, and scores inline only when it falls behind (its queue is full), so the log stays complete. Every
-logged row carries both probabilities.
+thread, at the lowest CPU priority (so a saturated server answers first), and scores inline only when it
+falls behind (its queue is full), so the log stays complete. Every logged row carries both probabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -33,6 +35,7 @@ logger = logging.getLogger("ctcd.serving")
 
 SHADOW_QUEUE_BATCHES = 256
 SHADOW_MERGE_BATCHES = 32  # queued batches the shadow scorer scores in one model call, at most
+SHADOW_NICE = 19  # the shadow scorer thread's CPU priority (the lowest)
 
 
 class ServedRollout(BaseModel):
@@ -158,6 +161,15 @@ def shadow_columns(champion: Any, rollout: ActiveRollout, champion_probability: 
     )
 
 
+def lower_this_threads_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19), where the OS allows it.
+
+    On Linux a thread's nice value is its own: on a busy machine the shadow candidate's scoring then waits
+    for the threads that answer requests instead of sharing the CPU with them evenly."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted: normal priority
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICE)
+
+
 class ShadowScorer:
     """Scores shadow batches with the candidate in its own thread, then appends them to the log."""
 
@@ -182,6 +194,7 @@ class ShadowScorer:
         self._thread.join(timeout=120)
 
     def _run(self) -> None:
+        lower_this_threads_priority()
         while (job := self._queue.get()) is not None:
             # Under load batches queue up: score them together, one model call (its fixed cost dominates).
             jobs = [job]
