@@ -55,8 +55,12 @@ def test_too_few_labels_wait_even_for_a_better_candidate(cfg):
     rows = _live(cfg, 299, candidate_noise=0.5, champion_noise=2.0)
     verdict = judge_online(cfg, rows, batches_waited=1)
     assert verdict.action == "wait"
-    assert verdict.delta is None and verdict.labelled_rows == 299
-    assert "299 of 300" in verdict.reason
+    assert verdict.labelled_rows == 299 and "299 of 300" in verdict.reason
+    # Enough for a canary's step (a quarter of 300): the point delta, no interval.
+    assert verdict.delta > 0 and verdict.ci_low is None and verdict.ci_high is None
+    assert online_gate.step_min_labelled_rows(cfg) == 75
+    fewer = judge_online(cfg, rows.iloc[:74], batches_waited=1)
+    assert fewer.action == "wait" and fewer.delta is None
 
 
 def test_a_clearly_worse_candidate_is_rejected(cfg):
