@@ -52,6 +52,7 @@ class PolicySummary:
     rollouts: int = 0  # candidates that went to a rollout (+shadow, +canary)
     online_promotions: int = 0
     online_rejections: int = 0
+    rollouts_replaced: int = 0  # rollouts a newer candidate replaced before the online gate decided
     promotion_delay: float | None = None  # mean batches from a promoted rollout's training to its promotion
 
 
@@ -166,10 +167,18 @@ def summarize(
         rollouts=sum(t.rollout is not None for t in done),
         online_promotions=len(online_promoted),
         online_rejections=sum(o.action == "reject" for o in run.online),
+        rollouts_replaced=replaced_rollouts(run),
         promotion_delay=(
             float(np.mean([o.day - o.started for o in online_promoted])) if online_promoted else None
         ),
     )
+
+
+def replaced_rollouts(run: PolicyRun) -> int:
+    """Rollouts a newer candidate replaced (`deploy.start_rollout` does) before the online gate decided."""
+    rolled = [t for t in run.trainings if t.error is None and t.rollout is not None]
+    decided = {o.candidate for o in run.online if o.action in ("promote", "reject")}
+    return sum(t.version not in decided for t in rolled[:-1]) if rolled else 0
 
 
 def judged(s: PolicySummary, metric: str) -> float:

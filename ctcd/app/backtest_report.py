@@ -25,7 +25,7 @@ def table_rows(result: BacktestResult) -> tuple[list[str], list[list[str]]]:
     head += ["worse promoted"] + [f"recov {lb}" for lb in labels] + ["recovery (detected)", "acc-α·cost AUC"]
     rolling = any(s.rollouts for s in result.summaries.values())
     if rolling:
-        head += ["rollouts", "online promoted", "online rejected", "promotion delay"]
+        head += ["rollouts", "online promoted", "online rejected", "replaced", "promotion delay"]
     rows = []
     for p, s in result.summaries.items():
         mine = scoring.judged(s, result.metric)
@@ -68,6 +68,7 @@ def table_rows(result: BacktestResult) -> tuple[list[str], list[list[str]]]:
                 str(s.rollouts),
                 str(s.online_promotions),
                 str(s.online_rejections),
+                str(s.rollouts_replaced),
                 "-" if s.promotion_delay is None else f"{s.promotion_delay:.1f}",
             ]
     return head, rows

@@ -20,6 +20,7 @@ from tasks.replay import PolicyRun, batch_targets, check_policy, replay
 from tasks.replay_history import Scenario, agrawal_scenario
 from tasks.replay_registry import FitCache
 from tasks.replay_rollout import split_policy
+from tasks.replay_scoring import reference_levels, summarize
 
 WARMUP = 3
 DAYS = 14
@@ -57,7 +58,7 @@ def test_policy_names_take_a_rollout_suffix() -> None:
         check_policy("hourly+shadow")
 
 
-def test_every_candidate_in_rollout_gets_online_verdicts(runs: dict[str, PolicyRun]) -> None:
+def test_every_candidate_in_rollout_gets_online_verdicts(drift: Scenario, runs: dict[str, PolicyRun]) -> None:
     for name in ("ctcd+shadow", "ctcd+canary"):
         run = runs[name]
         rolled = [t for t in run.trainings if t.rollout]
@@ -67,6 +68,12 @@ def test_every_candidate_in_rollout_gets_online_verdicts(runs: dict[str, PolicyR
             if t.day < DAYS:
                 assert any(o.candidate == t.version for o in run.online), f"{name}: v{t.version} never judged"
         assert all(o.started < o.day for o in run.online)  # judged from the batch after its training on
+        s = summarize(run, drift, 0.02, reference_levels([run], drift))
+        decided = s.online_promotions + s.online_rejections + s.rollouts_replaced
+        assert s.rollouts == len(rolled) and decided in (s.rollouts, s.rollouts - 1)  # the last: in flight?
+        assert s.promotions == sum(t.served is not None and not t.rollout for t in run.trainings) + sum(
+            o.action == "promote" for o in run.online
+        )
     # direct promotion keeps today's behaviour: no rollout, no online verdict
     assert not runs["ctcd"].online and not any(t.rollout for t in runs["ctcd"].trainings)
 
