@@ -2,13 +2,18 @@
 
 During a rollout both models score every request (`champion_probability`, `candidate_probability` in the
 prediction log). Once enough of those rows have labels (`gates.online.min_labelled_rows`), the offline
-gate's paired bootstrap (`tasks.model_gate.paired_bootstrap`, same metric, confidence, samples and seed)
+gate's paired bootstrap (`tasks.model_gate.paired_bootstrap`, same metric, samples and seed)
 compares the two on the same rows:
 - promote: the interval rules out a regression beyond `max_regression` and the gain exceeds the offline
   gate's `min_improvement` (the offline rule, on live rows);
 - reject: the candidate is significantly worse (the whole interval below zero), or the rollout has lasted
   `max_wait_batches` monitored batches without a promotion (too few labels, or no clear gain);
 - wait: otherwise (keep collecting labels).
+
+The gate looks again on every monitored batch, up to `max_wait_batches` times per rollout: each look's
+interval is at the Bonferroni-corrected confidence `1 - (1 - confidence) / max_wait_batches`
+(`look_confidence`), so the chance that any look of a rollout errs stays within the model gate's
+`1 - confidence`.
 
 `next_step` turns a verdict into the rollout's next step (`RolloutStep`): promote, reject, or, while the
 gate waits, `step_up` (a canary moves to the next `serving.canary_steps` share, only on evidence: at least
@@ -66,6 +71,9 @@ class OnlineVerdict(BaseModel):
     min_labelled_rows: int = 0
     max_regression: float = 0.0
     confidence: float = 0.95
+    """the interval's confidence for this look (`look_confidence`)"""
+    looks: int = 1
+    """the looks per rollout `confidence` accounts for (Bonferroni over `gates.online.max_wait_batches`)"""
     decided_at: str = ""
 
     def summary(self) -> str:
@@ -76,7 +84,7 @@ class OnlineVerdict(BaseModel):
             ci = f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"
             head += (
                 f": {self.metric} {_fmt(self.candidate_value)} vs {_fmt(self.champion_value)} "
-                f"(delta {self.delta:+.4f}, {self.confidence:.0%} CI {ci})"
+                f"(delta {self.delta:+.4f}, {self.confidence:.1%} CI {ci})"
             )
         return f"{head} on {self.labelled_rows} labelled live rows; {self.reason}"
 
@@ -101,7 +109,8 @@ class OnlineVerdict(BaseModel):
                 f"{_fmt(self.candidate_value)} / {_fmt(self.champion_value)}",
             ),
             ("delta", _fmt(self.delta)),
-            (f"{self.confidence:.0%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
+            (f"{self.confidence:.1%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
+            ("looks corrected for", f"{self.looks} (Bonferroni)"),
             ("max regression", f"{self.max_regression:g}"),
         ]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -116,6 +125,12 @@ def max_regression(cfg: CtcdConfig) -> float:
     """The online gate's allowed regression (`gates.online.max_regression`, else the offline gate's)."""
     online = cfg.gates.online.max_regression
     return cfg.gates.model.max_regression if online is None else online
+
+
+def look_confidence(cfg: CtcdConfig) -> float:
+    """The confidence of one look: the model gate's, Bonferroni-corrected for the up to
+    `gates.online.max_wait_batches` looks a rollout gets (0.95 over 5 looks: 0.99 each)."""
+    return 1 - (1 - cfg.gates.model.confidence) / cfg.gates.online.max_wait_batches
 
 
 def step_min_labelled_rows(cfg: CtcdConfig) -> int:
@@ -183,7 +198,8 @@ def judge_online(
         "batches_waited": batches_waited,
         "min_labelled_rows": online.min_labelled_rows,
         "max_regression": tolerance,
-        "confidence": gate.confidence,
+        "confidence": look_confidence(cfg),
+        "looks": online.max_wait_batches,
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out_of_time = batches_waited >= online.max_wait_batches
@@ -204,7 +220,7 @@ def judge_online(
         rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy(),
         rows[CHAMPION_PROBABILITY].astype("float64").to_numpy(),
         gate.bootstrap_samples,
-        gate.confidence,
+        look_confidence(cfg),
         cfg.training.seed,
         gate.bootstrap_max_rows,
     )
