@@ -20,6 +20,8 @@ One replayed batch `d` (1-based), in order:
    cadence);
 5. a training uses validated batches whose labels have arrived; its candidate replaces the champion only
    if the model gate passes (with no champion, the first-model rule), and serves from batch `d + 1`.
+   With a rollout suffix (`ctcd+shadow`, `every-4+canary`) it enters a rollout instead and the online gate
+   runs after step 4's decision on every later batch (`tasks/replay_rollout.py`).
 
 The first champion is trained at the end of batch `warmup` by every policy (batches before are history:
 not served, not scored); when nothing clears the floors, every policy tries again the next batch.
