@@ -9,7 +9,11 @@ judged on ROC AUC: accuracy there is mostly the 89 % majority class). Wall time 
 runs with configs/default.yaml's retraining policy and model gate (`--set` overrides; the dataset's own
 floors stay): the same settings for all three.
 
+`--policies ctcd,ctcd+shadow,ctcd+canary` runs only those (no frontier): promotion on live evidence (a
+rollout suffix, `tasks/replay_rollout.py`) against direct promotion.
+
 Run: .venv/bin/python benchmarks/bench_ct_effectiveness.py [--out DIR] [--history agrawal,sea,bank]
+     [--policies ctcd,ctcd+shadow]
 """
 
 from __future__ import annotations
@@ -45,12 +49,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("ct-effectiveness"))
     parser.add_argument("--history", default="agrawal,sea,bank")
     parser.add_argument("--timing", action="store_true", help="also time the four policies alone (Agrawal)")
+    parser.add_argument(
+        "--policies", default=None, help="only these, no frontier (e.g. ctcd,ctcd+shadow,ctcd+canary)"
+    )
     args = parser.parse_args()
     ctcd = [str(Path(sys.executable).parent / "ctcd")]
+    only = ["--policies", args.policies, "--no-frontier"] if args.policies else []
     for name in args.history.split(","):
         started = time.perf_counter()
         subprocess.run(
-            [*ctcd, "backtest", *HISTORIES[name], *default_policy(), "--out", str(args.out / name)],
+            [*ctcd, "backtest", *HISTORIES[name], *default_policy(), *only, "--out", str(args.out / name)],
             cwd=REPO,
             check=True,
         )

@@ -37,7 +37,7 @@ from ctcd.workspace import Workspace
 from tasks import ct_steps, monitoring, online_gate
 from tasks.drift import MonitoringSignals, signal_metrics
 from tasks.monitoring import MonitoringInputs, MonitoringOutcome
-from tasks.online_gate import OnlineVerdict
+from tasks.online_gate import OnlineVerdict, RolloutStep
 from tasks.policy import PolicyState, record_outcome
 
 if TYPE_CHECKING:
@@ -176,16 +176,19 @@ def record_verdict(cfg: CtcdConfig, ws: Workspace, verdict: OnlineVerdict, batch
 
 
 @task(name="act-on-online-verdict", cache_policy=NO_CACHE)
-def act_on_verdict(cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, verdict: OnlineVerdict) -> str:
-    """Promote (alias, then the live server serves the candidate alone), reject (the champion alone), or
-    keep waiting (a canary steps up); return what was done, in a few words."""
+def act_on_verdict(
+    cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, verdict: OnlineVerdict, step: RolloutStep
+) -> str:
+    """Carry out the rollout's next step (`online_gate.next_step`): promote (alias, then the live server
+    serves the candidate alone), reject (the champion alone), step a canary up, or hold; return what was
+    done, in a few words."""
     from ctcd import registry
     from ctcd.serving import deploy
     from ctcd.serving.server import live_server_url
 
     url = live_server_url(cfg)
     reg = registry.Registry(cfg, ws)
-    if verdict.action == "promote":
+    if step.action == "promote":
         try:
             reg.promote(
                 reg.version(verdict.candidate_version),
@@ -200,22 +203,24 @@ def act_on_verdict(cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, verdic
             return "not promoted: the champion moved during the rollout; rollout ended"
         deploy.end_rollout(cfg, ws, url, promoted=True)
         return f"promoted v{verdict.candidate_version}; it now answers every request"
-    if verdict.action == "reject":
+    if step.action == "reject":
         deploy.end_rollout(cfg, ws, url, promoted=False)
         return f"rolled v{verdict.candidate_version} out; the champion answers every request"
-    if rollout.mode == "canary":
+    if step.action == "step_up":
         state = deploy.advance_canary(cfg, ws, url)
-        return f"canary at {state.fraction:.0%} of requests"
-    return "shadow continues"
+        return f"canary stepped up to {state.fraction:.0%} of requests ({step.reason})"
+    return step.summary()
 
 
 def online_step(
     cfg: CtcdConfig, ws: Workspace, rollout: RolloutState, timeline: Timeline, batch: str
 ) -> OnlineVerdict:
-    """The online gate of the rollout in progress: judge, record in MLflow, act, show the artifact."""
+    """The online gate of the rollout in progress: judge, record in MLflow, decide the step, carry it out,
+    show the artifact."""
     verdict = judge_rollout(cfg, ws, rollout, timeline, batch)
     record_verdict(cfg, ws, verdict, batch)
-    done = act_on_verdict(cfg, ws, rollout, verdict)
+    step = online_gate.next_step(cfg, verdict, rollout)
+    done = act_on_verdict(cfg, ws, rollout, verdict, step)
     create_markdown_artifact(
         key=f"online-gate-{monitoring.artifact_key(cfg.registered_model_name)}",
         markdown=f"{verdict.markdown()}\n{done}\n",

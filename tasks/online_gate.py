@@ -2,15 +2,26 @@
 
 During a rollout both models score every request (`champion_probability`, `candidate_probability` in the
 prediction log). Once enough of those rows have labels (`gates.online.min_labelled_rows`), the offline
-gate's paired bootstrap (`tasks.model_gate.paired_bootstrap`, same metric, confidence, samples and seed)
+gate's paired bootstrap (`tasks.model_gate.paired_bootstrap`, same metric, samples and seed)
 compares the two on the same rows:
 - promote: the interval rules out a regression beyond `max_regression` and the gain exceeds the offline
   gate's `min_improvement` (the offline rule, on live rows);
 - reject: the candidate is significantly worse (the whole interval below zero), or the rollout has lasted
   `max_wait_batches` monitored batches without a promotion (too few labels, or no clear gain);
-- wait: otherwise (keep collecting labels; a canary steps up).
+- wait: otherwise (keep collecting labels).
 
-Pure functions and records: `flows/monitoring.py` reads the rows and acts on the verdict.
+The gate looks again on every monitored batch, up to `max_wait_batches` times per rollout: each look's
+interval is at the Bonferroni-corrected confidence `1 - (1 - confidence) / max_wait_batches`
+(`look_confidence`), so the chance that any look of a rollout errs stays within the model gate's
+`1 - confidence`.
+
+`next_step` turns a verdict into the rollout's next step (`RolloutStep`): promote, reject, or, while the
+gate waits, `step_up` (a canary moves to the next `serving.canary_steps` share, only on evidence: at least
+`gates.online.step_min_labelled_rows` labelled rows and a point delta not below `-max_regression`) or
+`hold` (shadow, or a canary without that evidence, stays as it is).
+
+Pure functions and records: `flows/monitoring.py` reads the rows and carries out the step; the replay
+(`tasks/replay_rollout.py`) runs the same functions on its simulated log.
 """
 
 from __future__ import annotations
@@ -27,7 +38,9 @@ from ctcd import columns
 from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig, DatasetConfig
 from ctcd.features import is_positive
+from ctcd.rollout import RolloutState
 from tasks.dataset import join_labels
+from tasks.evaluation import GREATER_IS_BETTER, metric_value
 from tasks.model_gate import paired_bootstrap
 
 CHAMPION_PROBABILITY = columns.CHAMPION_PROBABILITY
@@ -35,6 +48,7 @@ CANDIDATE_PROBABILITY = columns.CANDIDATE_PROBABILITY
 CHAMPION_VERSION = columns.CHAMPION_VERSION
 CANDIDATE_VERSION = columns.CANDIDATE_VERSION
 OnlineAction = Literal["promote", "wait", "reject"]
+StepAction = Literal["promote", "reject", "step_up", "hold"]
 
 
 class OnlineVerdict(BaseModel):
@@ -48,7 +62,8 @@ class OnlineVerdict(BaseModel):
     champion_value: float | None = None
     candidate_value: float | None = None
     delta: float | None = None
-    """candidate - champion, signed so that positive is better."""
+    """candidate - champion, signed so that positive is better (with fewer than `min_labelled_rows` rows,
+    from `step_min_labelled_rows` on: the point delta alone, no interval)."""
     ci_low: float | None = None
     ci_high: float | None = None
     reason: str
@@ -56,6 +71,9 @@ class OnlineVerdict(BaseModel):
     min_labelled_rows: int = 0
     max_regression: float = 0.0
     confidence: float = 0.95
+    """the interval's confidence for this look (`look_confidence`)"""
+    looks: int = 1
+    """the looks per rollout `confidence` accounts for (Bonferroni over `gates.online.max_wait_batches`)"""
     decided_at: str = ""
 
     def summary(self) -> str:
@@ -66,7 +84,7 @@ class OnlineVerdict(BaseModel):
             ci = f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"
             head += (
                 f": {self.metric} {_fmt(self.candidate_value)} vs {_fmt(self.champion_value)} "
-                f"(delta {self.delta:+.4f}, {self.confidence:.0%} CI {ci})"
+                f"(delta {self.delta:+.4f}, {self.confidence:.1%} CI {ci})"
             )
         return f"{head} on {self.labelled_rows} labelled live rows; {self.reason}"
 
@@ -91,7 +109,8 @@ class OnlineVerdict(BaseModel):
                 f"{_fmt(self.candidate_value)} / {_fmt(self.champion_value)}",
             ),
             ("delta", _fmt(self.delta)),
-            (f"{self.confidence:.0%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
+            (f"{self.confidence:.1%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
+            ("looks corrected for", f"{self.looks} (Bonferroni)"),
             ("max regression", f"{self.max_regression:g}"),
         ]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -106,6 +125,20 @@ def max_regression(cfg: CtcdConfig) -> float:
     """The online gate's allowed regression (`gates.online.max_regression`, else the offline gate's)."""
     online = cfg.gates.online.max_regression
     return cfg.gates.model.max_regression if online is None else online
+
+
+def look_confidence(cfg: CtcdConfig) -> float:
+    """The confidence of one look: the model gate's, Bonferroni-corrected for the up to
+    `gates.online.max_wait_batches` looks a rollout gets (0.95 over 5 looks: 0.99 each)."""
+    return 1 - (1 - cfg.gates.model.confidence) / cfg.gates.online.max_wait_batches
+
+
+def step_min_labelled_rows(cfg: CtcdConfig) -> int:
+    """Labelled live rows a canary needs to step up (`gates.online.step_min_labelled_rows`, else a quarter
+    of `min_labelled_rows`)."""
+    online = cfg.gates.online
+    given = online.step_min_labelled_rows
+    return max(1, online.min_labelled_rows // 4) if given is None else given
 
 
 def rollout_window(cfg: CtcdConfig, timeline: Timeline, batch: str) -> list[str]:
@@ -165,25 +198,29 @@ def judge_online(
         "batches_waited": batches_waited,
         "min_labelled_rows": online.min_labelled_rows,
         "max_regression": tolerance,
-        "confidence": gate.confidence,
+        "confidence": look_confidence(cfg),
+        "looks": online.max_wait_batches,
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out_of_time = batches_waited >= online.max_wait_batches
     if n < online.min_labelled_rows:
+        point = _point(cfg, rows) if n >= step_min_labelled_rows(cfg) else {}
         if out_of_time:
             why = f"only {n} of {online.min_labelled_rows} labelled rows after {batches_waited} batches"
-            return OnlineVerdict(action="reject", reason=f"{why} (gates.online.max_wait_batches)", **common)
+            return OnlineVerdict(
+                action="reject", reason=f"{why} (gates.online.max_wait_batches)", **common, **point
+            )
         return OnlineVerdict(
-            action="wait", reason=f"{n} of {online.min_labelled_rows} labelled rows so far", **common
+            action="wait", reason=f"{n} of {online.min_labelled_rows} labelled rows so far", **common, **point
         )
-    y = is_positive(rows[cfg.dataset.target], cfg.dataset.positive_label).astype("int64").to_numpy()
+    y = _labels(cfg, rows)
     boot = paired_bootstrap(
         gate.primary_metric,
         y,
         rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy(),
         rows[CHAMPION_PROBABILITY].astype("float64").to_numpy(),
         gate.bootstrap_samples,
-        gate.confidence,
+        look_confidence(cfg),
         cfg.training.seed,
         gate.bootstrap_max_rows,
     )
@@ -198,6 +235,69 @@ def judge_online(
     if action == "wait" and out_of_time:
         action, reason = "reject", f"{reason} after {batches_waited} batches (gates.online.max_wait_batches)"
     return OnlineVerdict(action=action, reason=reason, **common, **numbers)
+
+
+class RolloutStep(BaseModel):
+    """What a rollout does after a verdict (`next_step`); the monitoring flow or the replay carries it out."""
+
+    action: StepAction
+    mode: Literal["shadow", "canary"]
+    step: int
+    """the `serving.canary_steps` index after the step (0 in shadow)"""
+    fraction: float
+    """the share of rows the candidate answers after the step (0.0 in shadow; 1.0 once promoted)"""
+    reason: str
+
+    def summary(self) -> str:
+        """One line, e.g. `canary step_up to 25%: 80 labelled rows, delta +0.0100 not below -0.01`."""
+        share = f" at {self.fraction:.0%}" if self.mode == "canary" and self.action == "hold" else ""
+        share = f" to {self.fraction:.0%}" if self.action == "step_up" else share
+        return f"{self.mode} {self.action}{share}: {self.reason}"
+
+
+def next_step(cfg: CtcdConfig, verdict: OnlineVerdict, rollout: RolloutState) -> RolloutStep:
+    """The rollout's next step on `verdict`: promote or reject as the gate says; while it waits, a canary
+    steps up one `serving.canary_steps` share only on evidence (at least `step_min_labelled_rows` labelled
+    rows and a point delta not below `-max_regression`), else it holds, as a shadow always does."""
+    here = {"mode": rollout.mode, "step": rollout.step, "fraction": rollout.fraction}
+    if verdict.action == "promote":
+        return RolloutStep(action="promote", reason=verdict.reason, **{**here, "fraction": 1.0})
+    if verdict.action == "reject":
+        return RolloutStep(action="reject", reason=verdict.reason, **{**here, "fraction": 0.0})
+    if rollout.mode == "shadow":
+        return RolloutStep(action="hold", reason=f"the gate waits: {verdict.reason}", **here)
+    steps = cfg.serving.canary_steps
+    need, tolerance = step_min_labelled_rows(cfg), max_regression(cfg)
+    if rollout.step >= len(steps) - 1:
+        why = f"already at the last of serving.canary_steps; the gate waits: {verdict.reason}"
+    elif verdict.labelled_rows < need:
+        why = f"{verdict.labelled_rows} of {need} labelled rows to step up (step_min_labelled_rows)"
+    elif verdict.delta is None:
+        why = f"no point delta on {verdict.labelled_rows} labelled rows (one class only?)"
+    elif verdict.delta < -tolerance:
+        why = f"delta {verdict.delta:+.4f} is below -{tolerance:g} (max_regression)"
+    else:
+        step = rollout.step + 1
+        why = f"{verdict.labelled_rows} labelled rows, delta {verdict.delta:+.4f} not below -{tolerance:g}"
+        return RolloutStep(action="step_up", mode="canary", step=step, fraction=steps[step], reason=why)
+    return RolloutStep(action="hold", reason=why, **here)
+
+
+def _labels(cfg: CtcdConfig, rows: pd.DataFrame) -> np.ndarray:
+    return is_positive(rows[cfg.dataset.target], cfg.dataset.positive_label).astype("int64").to_numpy()
+
+
+def _point(cfg: CtcdConfig, rows: pd.DataFrame) -> dict[str, float | None]:
+    """Both models' metric on the rows and the signed delta, without an interval (undefined: None)."""
+    metric, y = cfg.gates.model.primary_metric, _labels(cfg, rows)
+    cand = metric_value(metric, y, rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy())
+    champ = metric_value(metric, y, rows[CHAMPION_PROBABILITY].astype("float64").to_numpy())
+    delta = (cand - champ) if GREATER_IS_BETTER[metric] else (champ - cand)
+    return {
+        "candidate_value": _number(cand),
+        "champion_value": _number(champ),
+        "delta": _number(delta),
+    }
 
 
 def _rule(

@@ -20,6 +20,8 @@ One replayed batch `d` (1-based), in order:
    cadence);
 5. a training uses validated batches whose labels have arrived; its candidate replaces the champion only
    if the model gate passes (with no champion, the first-model rule), and serves from batch `d + 1`.
+   With a rollout suffix (`ctcd+shadow`, `every-4+canary`) it enters a rollout instead and the online gate
+   runs after step 4's decision on every later batch (`tasks/replay_rollout.py`).
 
 The first champion is trained at the end of batch `warmup` by every policy (batches before are history:
 not served, not scored); when nothing clears the floors, every policy tries again the next batch.
@@ -30,6 +32,7 @@ The histories are `tasks/replay_history.py`, the in-memory registry and one trai
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,10 +45,10 @@ from ctcd.cadence import Timeline
 from ctcd.config import CtcdConfig
 from ctcd.ct_inputs import with_batches
 from ctcd.errors import WorkFailed
-from tasks import ct_steps, policy, training
+from tasks import ct_steps, policy, replay_rollout, training
 from tasks.evaluation import THRESHOLD
 from tasks.model import features_frame, positive_proba, target_vector
-from tasks.replay_history import ReplayBatch, Scenario
+from tasks.replay_history import ReplayBatch, Scenario, arrived_labels
 from tasks.replay_registry import (
     Champion,
     FitCache,
@@ -54,6 +57,7 @@ from tasks.replay_registry import (
     safe_metric,
     train_and_gate,
 )
+from tasks.replay_rollout import OnlineRecord, Rollout, split_policy
 
 EVERY_K = re.compile(r"^every-([1-9]\d*)$")  # the fixed schedules: every-1, every-2, ...
 
@@ -62,7 +66,9 @@ EVERY_K = re.compile(r"^every-([1-9]\d*)$")  # the fixed schedules: every-1, eve
 
 
 def schedule_every(name: str, timeline: Timeline) -> int | None:
-    """How many batches apart a scheduled policy trains (None: `never` or `ctcd`)."""
+    """How many batches apart a scheduled policy trains (None: `never` or `ctcd`); a rollout suffix
+    (`+shadow`, `+canary`: `replay_rollout.split_policy`) does not change the schedule."""
+    name = split_policy(name)[0]
     if name in ("never", "ctcd"):
         return None
     if name == "daily":
@@ -71,7 +77,10 @@ def schedule_every(name: str, timeline: Timeline) -> int | None:
         return 7 if timeline.period == "day" else 1
     m = EVERY_K.match(name)
     if m is None:
-        raise ValueError(f"unknown policy {name!r}: use never, daily, weekly, ctcd or every-K (K >= 1)")
+        raise ValueError(
+            f"unknown policy {name!r}: use never, daily, weekly, ctcd or every-K (K >= 1), optionally with "
+            "+shadow or +canary"
+        )
     return int(m[1])
 
 
@@ -106,6 +115,8 @@ class PolicyRun:
     monitoring: list[MonitoringRecord] = field(default_factory=list)
     champions: dict[str, Champion] = field(default_factory=dict, repr=False)  # the in-memory registry
     logs: dict[int, pd.DataFrame] = field(default_factory=dict, repr=False)  # the prediction log
+    online: list[OnlineRecord] = field(default_factory=list)  # the online gate's verdicts (+shadow, +canary)
+    rollout_served: dict[int, str] = field(default_factory=dict)  # batch -> the candidate scoring beside it
 
 
 # --------------------------------------------------------------------------- serving and monitoring
@@ -154,16 +165,7 @@ def monitor(
     if ct_steps.current_window(predictions, window.current).empty:
         return None
     # Arrived labels of the look-back's batches (and the label delay's before them), as `read_labels`.
-    due = scenario.days[: today - delay] if today > delay else []
-    first = (timeline.position(window.lookback[0]) or 0) - delay
-    arrived = [d.labels for d in due if (timeline.position(d.batch_id) or 0) >= first]
-    labels = (
-        pd.concat(arrived, ignore_index=True)
-        if arrived
-        else pd.DataFrame(
-            {cfg.dataset.id_column: pd.Series(dtype="int64"), cfg.dataset.target: pd.Series(dtype="int64")}
-        )
-    )
+    labels = arrived_labels(scenario, today, (timeline.position(window.lookback[0]) or 0) - delay)
     found, labelled = ct_steps.signals(
         cfg, window, champion.version, champion.reference, champion.baseline, predictions, labels
     )
@@ -183,15 +185,19 @@ def replay(
 ) -> PolicyRun:
     """Replay the history under one policy and record what it served, trained, promoted and decided.
 
-    `on_day(day, message)` is called after every batch (progress)."""
+    `which` ending with `+shadow` or `+canary`: a candidate that passes the model gate goes to a rollout
+    and the online gate promotes it (`tasks/replay_rollout.py`). `on_day(day, message)` is called after
+    every batch (progress)."""
     cfg = scenario.cfg
     cache = cache or FitCache()
     device = device or training.choose_device(cfg.training.device)
+    base, mode = split_policy(which)
     every = schedule_every(which, scenario.timeline)
     if not 1 <= warmup < len(scenario.days):
         raise ValueError(f"warmup must be between 1 and {len(scenario.days) - 1} batches")
     run = PolicyRun(which)
     champion: Champion | None = None
+    rollout: Rollout | None = None
     state = policy.PolicyState()
     logs = run.logs
     versions = 0
@@ -200,8 +206,9 @@ def replay(
     def train(
         today: int, reason: str, window_start: str | None, triggering: list[str] | None = None
     ) -> bool | None:
-        """Train and gate; whether the candidate was promoted (None: the training failed)."""
-        nonlocal champion, versions
+        """Train and gate; whether the candidate was promoted (None: the training failed, or its rollout
+        has not been decided)."""
+        nonlocal champion, rollout, versions
         versions += 1
         try:
             record, new = train_and_gate(
@@ -212,62 +219,96 @@ def replay(
                 failed_record(scenario, today, reason, str(versions), window_start, str(exc))
             )
             return None
+        if new is not None and champion is not None and mode != "direct":
+            # `serving.rollout`: not promoted; it replaces any candidate in rollout (`deploy.start_rollout`).
+            trigger = scenario.days[today - 1].batch_id if triggering else None
+            rollout = replay_rollout.start(cfg, new, champion, mode, scenario.days[today - 1], trigger)
+            run.trainings.append(dataclasses.replace(record, rollout=mode))
+            return None
         run.trainings.append(record)
         if new is not None:
             champion = new
             run.champions[new.version] = new
         return new is not None
 
+    def online(today: int) -> None:
+        """The online gate on the rollout in flight, and its step carried out."""
+        nonlocal champion, rollout, state
+        assert rollout is not None
+        verdict, step = replay_rollout.judge(scenario, today, rollout, logs)
+        run.online.append(replay_rollout.record(scenario, today, rollout, verdict, step))
+        if step.action in ("step_up", "hold"):
+            rollout = replay_rollout.stepped(rollout, step)
+            return
+        if step.action == "promote":
+            champion = rollout.candidate
+            run.champions[champion.version] = champion
+        state = replay_rollout.policy_state_after(state, rollout, step)
+        rollout = None
+
+    def monitor_and_train(today: int) -> None:
+        """The `ctcd` policy's batch: the monitoring flow (its decision, then the online gate on a rollout
+        in flight), and the training its drift event triggers."""
+        nonlocal state
+        assert champion is not None
+        outcome = monitor(scenario, today, champion, logs, state)
+        if outcome is None:
+            run.monitoring.append(MonitoringRecord(today, "failed", "no predictions in the window", [], None))
+        else:
+            decided_on = state
+            decision, state = outcome
+            run.monitoring.append(
+                MonitoringRecord(
+                    today,
+                    decision.action,
+                    decision.reason,
+                    decision.fired,
+                    decision.window_start,
+                    decision.episode_started,
+                    decided_on,
+                )
+            )
+        if rollout is not None:
+            online(today)
+        if outcome is not None and outcome[0].action == "retrain":
+            decision = outcome[0]
+            # What the monitoring flow reads back from the registry before its next decision.
+            promoted = train(
+                today, f"drift: {', '.join(decision.triggering)}", decision.window_start, decision.triggering
+            )
+            state = policy.record_outcome(state, promoted)
+
     for day in scenario.days:
         today = day.day
         message = ""
         if champion is not None and day.rejected is None and len(day.labels):
-            log = served_predictions(cfg, day, champion)
+            log = replay_rollout.with_rollout(cfg, day, served_predictions(cfg, day, champion), rollout)
             logs[today] = log
             y = batch_targets(cfg, day)
             run.accuracy[today] = float(np.mean(log["prediction"].to_numpy() == y))
             run.metric[today] = safe_metric(cfg.gates.model.primary_metric, y, log["probability"].to_numpy())
             run.served_by[today] = champion.version
+            if rollout is not None:
+                run.rollout_served[today] = rollout.state.candidate_version
         if today >= warmup:
             if champion is None:
                 # Nothing to serve or monitor yet: every policy tries again the next batch, on a grown window.
                 train(today, "initial" if today == warmup else "initial (retry)", None)
                 last_training = today
-            elif every is not None and today - last_training >= every:
-                train(today, which, None)
-                last_training = today
-            elif which == "ctcd":
-                outcome = monitor(scenario, today, champion, logs, state)
-                if outcome is None:
-                    run.monitoring.append(
-                        MonitoringRecord(today, "failed", "no predictions in the window", [], None)
-                    )
-                else:
-                    decided_on = state
-                    decision, state = outcome
-                    run.monitoring.append(
-                        MonitoringRecord(
-                            today,
-                            decision.action,
-                            decision.reason,
-                            decision.fired,
-                            decision.window_start,
-                            decision.episode_started,
-                            decided_on,
-                        )
-                    )
-                    if decision.action == "retrain":
-                        # What the monitoring flow reads back from the registry before its next decision.
-                        promoted = train(
-                            today,
-                            f"drift: {', '.join(decision.triggering)}",
-                            decision.window_start,
-                            decision.triggering,
-                        )
-                        state = policy.record_outcome(state, promoted)
+            elif every is not None:
+                if rollout is not None:
+                    online(today)
+                if today - last_training >= every:
+                    train(today, which, None)
+                    last_training = today
+            elif base == "ctcd":
+                monitor_and_train(today)
+            elif rollout is not None:
+                online(today)
         if run.trainings and run.trainings[-1].day == today:
             t = run.trainings[-1]
-            message = f"{t.reason}: {t.error or ('promoted' if t.served else 'kept')}"
+            done = "promoted" if t.served else "kept"
+            message = f"{t.reason}: {t.error or (f'to {t.rollout}' if t.rollout else done)}"
         if on_day:
             on_day(today, message)
     return run

@@ -205,3 +205,16 @@ def source_scenario(cfg: CtcdConfig, limit: int | None = None) -> Scenario:
 
 def _rest(b: ReplayBatch) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     return b.features, b.labels, b.rejected
+
+
+def arrived_labels(scenario: Scenario, today: int, first: int) -> pd.DataFrame:
+    """The labels that arrived by batch `today` (`dataset.label_delay_batches` after their batch) of the
+    batches from timeline position `first` on, as `ctcd.ct_inputs.read_labels` reads the label files."""
+    cfg, timeline = scenario.cfg, scenario.timeline
+    delay = cfg.dataset.label_delay_batches
+    due = scenario.days[: today - delay] if today > delay else []
+    arrived = [d.labels for d in due if (timeline.position(d.batch_id) or 0) >= first]
+    if not arrived:
+        ds = cfg.dataset
+        return pd.DataFrame({ds.id_column: pd.Series(dtype="int64"), ds.target: pd.Series(dtype="int64")})
+    return pd.concat(arrived, ignore_index=True)

@@ -54,6 +54,7 @@ class TrainingRecord:
     fit_reused: bool
     decision: model_gate.GateDecision | None = field(default=None, repr=False)
     error: str | None = None
+    rollout: str | None = None  # "shadow" | "canary": `served` went to a rollout, the online gate decides
 
 
 class FitCache:

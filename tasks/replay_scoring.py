@@ -12,6 +12,7 @@ import numpy as np
 
 from tasks.replay import PolicyRun
 from tasks.replay_history import Scenario
+from tasks.replay_rollout import split_policy
 
 AFTER_ONSET = 3  # "metric in the 3 batches after each onset": the onset batch and the 2 after it
 PRE_DRIFT = 3  # the pre-drift level is the mean of the served batches just before an onset
@@ -48,6 +49,11 @@ class PolicySummary:
     rejected: int
     failed: int
     worse_promotions: int
+    rollouts: int = 0  # candidates that went to a rollout (+shadow, +canary)
+    online_promotions: int = 0
+    online_rejections: int = 0
+    rollouts_replaced: int = 0  # rollouts a newer candidate replaced before the online gate decided
+    promotion_delay: float | None = None  # mean batches from a promoted rollout's training to its promotion
 
 
 def scores(run: PolicyRun, metric: str) -> dict[int, float]:
@@ -131,6 +137,9 @@ def summarize(
         )
     done = [t for t in run.trainings if t.error is None]
     costs = [t.cost for t in done if t.cost is not None]
+    online_promoted = [o for o in run.online if o.action == "promote"]
+    promoted = {t.version for t in done if t.served is not None and t.rollout is None}
+    promoted |= {o.candidate for o in online_promoted}
     metric_values = [v for v in run.metric.values() if not math.isnan(v)]
     return PolicySummary(
         policy=run.policy,
@@ -140,18 +149,36 @@ def summarize(
         after_onset=after,
         recovery=recovery,
         pre_drift=pre,
-        episodes=detected_episodes(run, scenario, metric, tolerance) if run.policy == "ctcd" else [],
+        episodes=(
+            detected_episodes(run, scenario, metric, tolerance)
+            if split_policy(run.policy)[0] == "ctcd"
+            else []
+        ),
         trainings=len(run.trainings),
         training_seconds=sum(t.seconds for t in run.trainings),
         cpu_seconds=sum(c.cpu_seconds for c in costs),
         gpu_seconds=sum(c.gpu_seconds for c in costs),
         rows=sum(c.rows for c in costs),
         money=sum(c.money for c in costs),
-        promotions=sum(t.served is not None for t in done),
+        promotions=len(promoted),
         rejected=sum(t.served is None for t in done),
         failed=len(run.trainings) - len(done),
-        worse_promotions=sum(t.worse for t in done),
+        worse_promotions=sum(t.worse for t in done if t.version in promoted),
+        rollouts=sum(t.rollout is not None for t in done),
+        online_promotions=len(online_promoted),
+        online_rejections=sum(o.action == "reject" for o in run.online),
+        rollouts_replaced=replaced_rollouts(run),
+        promotion_delay=(
+            float(np.mean([o.day - o.started for o in online_promoted])) if online_promoted else None
+        ),
     )
+
+
+def replaced_rollouts(run: PolicyRun) -> int:
+    """Rollouts a newer candidate replaced (`deploy.start_rollout` does) before the online gate decided."""
+    rolled = [t for t in run.trainings if t.error is None and t.rollout is not None]
+    decided = {o.candidate for o in run.online if o.action in ("promote", "reject")}
+    return sum(t.version not in decided for t in rolled[:-1]) if rolled else 0
 
 
 def judged(s: PolicySummary, metric: str) -> float:

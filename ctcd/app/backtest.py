@@ -20,7 +20,7 @@ import yaml
 
 from ctcd.config import CtcdConfig
 from ctcd.errors import ConfigError, UsageError
-from tasks import replay, replay_history, replay_registry, training
+from tasks import replay, replay_history, replay_registry, replay_rollout, training
 from tasks import replay_scoring as scoring
 
 History = Literal["auto", "stream", "sea", "source"]
@@ -132,6 +132,8 @@ class BacktestResult:
                     {k: v for k, v in asdict(t).items() if k not in ("decision",)} for t in r.trainings
                 ],
                 "monitoring": [{k: v for k, v in asdict(m).items() if k != "state"} for m in r.monitoring],
+                "online": [asdict(o) for o in r.online],
+                "rollout_served": {self.batches[d - 1]: v for d, v in r.rollout_served.items()},
             }
         return clean(
             {
@@ -169,14 +171,17 @@ def run_backtest(
     device = training.choose_device(cfg.training.device)
     cache = replay_registry.FitCache()
     runs: dict[str, replay.PolicyRun] = {}
-    done_by_every: dict[int, str] = {}
+    done_by_every: dict[tuple[int, str], str] = {}
     for p in policies:
         every = replay.schedule_every(p, scenario.timeline)
-        if every is not None and every in done_by_every:  # daily is every-1, weekly every-7 or every-1
-            same = runs[done_by_every[every]]
-            runs[p] = replay.PolicyRun(p, same.accuracy, same.metric, same.served_by, same.trainings)
+        key = (every or 0, replay_rollout.split_policy(p)[1])
+        if every is not None and key in done_by_every:  # daily is every-1, weekly every-7 or every-1
+            same = runs[done_by_every[key]]
+            runs[p] = replay.PolicyRun(
+                p, same.accuracy, same.metric, same.served_by, same.trainings, online=same.online
+            )
             if progress:
-                progress(p, len(scenario.days), f"same schedule as {done_by_every[every]}")
+                progress(p, len(scenario.days), f"same schedule as {done_by_every[key]}")
             continue
         runs[p] = replay.replay(
             scenario,
@@ -187,7 +192,7 @@ def run_backtest(
             on_day=(lambda d, m, p=p: progress(p, d, m)) if progress else None,
         )
         if every is not None:
-            done_by_every[every] = p
+            done_by_every[key] = p
     levels = scoring.reference_levels(runs.values(), scenario, metric)
     summaries = {p: scoring.summarize(r, scenario, tolerance, levels, metric) for p, r in runs.items()}
     return BacktestResult(

@@ -23,6 +23,9 @@ def table_rows(result: BacktestResult) -> tuple[list[str], list[list[str]]]:
     other = "accuracy" if result.metric != "accuracy" else next(iter(result.summaries.values())).metric_name
     head += [f"mean {other}", "trainings", "train s", "CPU s", "GPU s", "cost", "promoted", "rejected"]
     head += ["worse promoted"] + [f"recov {lb}" for lb in labels] + ["recovery (detected)", "acc-α·cost AUC"]
+    rolling = any(s.rollouts for s in result.summaries.values())
+    if rolling:
+        head += ["rollouts", "online promoted", "online rejected", "replaced", "promotion delay"]
     rows = []
     for p, s in result.summaries.items():
         mine = scoring.judged(s, result.metric)
@@ -56,10 +59,18 @@ def table_rows(result: BacktestResult) -> tuple[list[str], list[list[str]]]:
                 str(s.rejected + s.failed),
                 str(s.worse_promotions),
                 *rec,
-                episodes if p == "ctcd" else "-",
+                episodes if s.episodes else "-",
                 _f(result.tradeoff[p]),
             ]
         )
+        if rolling:
+            rows[-1] += [
+                str(s.rollouts),
+                str(s.online_promotions),
+                str(s.online_rejections),
+                str(s.rollouts_replaced),
+                "-" if s.promotion_delay is None else f"{s.promotion_delay:.1f}",
+            ]
     return head, rows
 
 
@@ -81,6 +92,7 @@ def text_report(result: BacktestResult) -> str:
         lines.append(f"  {p:<8} {n:>3} trainings  {v:.4f}")
     if ctcd is not None:
         lines.append(f"  ctcd     {ctcd.trainings:>3} trainings  {scoring.judged(ctcd, result.metric):.4f}")
+    lines += online_lines(result)
     lines.append("")
     lines.append("targets:")
     for t in result.targets:
@@ -91,6 +103,29 @@ def text_report(result: BacktestResult) -> str:
         f"of {result.metric} - α·(cost / the costliest policy's) over α in [0, 0.1]"
     )
     return "\n".join(lines)
+
+
+def online_lines(result: BacktestResult) -> list[str]:
+    """The online gate's decided verdicts of the rollout policies (+shadow, +canary), one line each."""
+    lines: list[str] = []
+    for p, r in result.runs.items():
+        decided = [o for o in r.online if o.action in ("promote", "reject")]
+        if not r.online:
+            continue
+        lines += ["", f"online gate ({p}): {len(decided)} decided, {len(r.online)} verdicts"]
+        for o in decided:
+            delta = "-" if o.delta is None else f"{o.delta:+.4f}"
+            lines.append(
+                f"  {o.batch}: {o.action} v{o.candidate} vs v{o.champion} ({o.mode}, trained on "
+                f"{result.batches[o.started - 1]}, {o.day - o.started} batches later) on {o.labelled_rows} "
+                f"labelled rows, delta {delta}"
+            )
+    if lines:
+        lines.append(
+            "promotion delay: mean batches from a rolled-out candidate's training to its online promotion "
+            "(a direct promotion serves from the batch after its training)"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- plots
@@ -126,10 +161,14 @@ def write_plots(result: BacktestResult, out: Path) -> list[Path]:
             y = values.get(t.day + 1, values.get(t.day))
             if y is None:
                 continue
-            marker = "o" if t.served else "x"
+            marker = "s" if t.rollout else ("o" if t.served else "x")
             ax.plot([t.day], [y], marker, color=line.get_color(), ms=6 if t.served else 5)
-        promoted = [t for t in r.trainings if t.served]
+        promoted = [t for t in r.trainings if t.served and not t.rollout]
         rejected = [t for t in r.trainings if not t.served]
+        for o in r.online:
+            y = values.get(o.day + 1, values.get(o.day))
+            if o.action in ("promote", "reject") and y is not None:
+                ax.plot([o.day], [y], "^" if o.action == "promote" else "v", color=line.get_color(), ms=8)
         for group, symbol, what in ((promoted, "circle", "promoted"), (rejected, "x", "not promoted")):
             pts = [(t, values.get(t.day + 1, values.get(t.day))) for t in group]
             pts = [(t, y) for t, y in pts if y is not None]
@@ -149,7 +188,10 @@ def write_plots(result: BacktestResult, out: Path) -> list[Path]:
     for o in result.onsets:
         ax.axvline(o.day, color="grey", ls=":", lw=1)
         html.add_vline(x=result.batches[o.day - 1], line_dash="dot", line_color="grey", row=1, col=1)
-    ax.set_xlabel("batch (o: trained and promoted, x: trained, not promoted)")
+    ax.set_xlabel(
+        "batch (o: trained and promoted, x: trained, not promoted; rollouts: s started, "
+        "^ promoted, v rejected online)"
+    )
     ax.set_ylabel(result.metric)
     ax.set_title(result.scenario)
     ax.legend(fontsize=8)

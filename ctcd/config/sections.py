@@ -279,6 +279,22 @@ class OnlineGateConfig(Strict):
         ge=1,
         description="monitored batches a rollout may last without a promotion before it is rejected",
     )
+    step_min_labelled_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="labelled live rows a canary needs before it steps up to the next share (with a point "
+        "delta not below -max_regression); null: a quarter of min_labelled_rows",
+    )
+
+    @model_validator(mode="after")
+    def _step_below_judging(self) -> OnlineGateConfig:
+        if self.step_min_labelled_rows is not None and self.step_min_labelled_rows > self.min_labelled_rows:
+            raise ValueError(
+                f"gates.online.step_min_labelled_rows ({self.step_min_labelled_rows}) exceeds "
+                f"min_labelled_rows ({self.min_labelled_rows}): a canary steps up on fewer labels than a "
+                "verdict needs"
+            )
+        return self
 
 
 class GatesConfig(Strict):

@@ -86,8 +86,26 @@ def test_backtest_of_dataset_source_batches_replays_them_in_id_order(tmp_path: P
     assert sorted(data["runs"]["never"]["accuracy"]) == [f"2024-0{i}" for i in range(3, 7)]
 
 
+def test_a_rollout_policy_reports_its_online_verdicts(tmp_path: Path) -> None:
+    args = ["--batches", "12", "--rows-per-batch", "300", "--policies", "every-2,every-2+shadow"]
+    result = _backtest(*args, "--no-frontier", *CHEAP, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "backtest.json").read_text())
+    rolled = data["runs"]["every-2+shadow"]
+    assert {t["rollout"] for t in rolled["trainings"]} <= {None, "shadow"}
+    assert data["summaries"]["every-2+shadow"]["rollouts"] >= 1
+    assert rolled["online"], "a candidate in rollout got no verdict"
+    for o in rolled["online"]:
+        assert {"batch", "candidate", "verdict", "action", "labelled_rows", "delta"} <= set(o)
+        assert o["mode"] == "shadow" and rolled["served_by"].get(o["batch"], o["champion"]) == o["champion"]
+    assert not data["runs"]["every-2"]["online"] and data["summaries"]["every-2"]["rollouts"] == 0
+    assert "online gate (every-2+shadow)" in result.output and "online promoted" in result.output
+
+
 def test_backtest_says_what_to_fix_in_one_line() -> None:
     bad = _backtest("--policies", "sometimes")
     assert isinstance(bad.exception, UsageError) and "every-K" in str(bad.exception)
+    bad = _backtest("--policies", "ctcd+bluegreen")
+    assert isinstance(bad.exception, UsageError) and "+shadow or +canary" in str(bad.exception)
     bad = _backtest("--set", "drift.accuracy_drop")
     assert isinstance(bad.exception, UsageError) and "key.path=value" in str(bad.exception)

@@ -211,7 +211,7 @@ def test_a_worse_candidate_is_rejected_and_never_answers(live):
     assert "candidate" not in set(everything["answered_by"].dropna())
 
 
-def test_a_canary_steps_up_while_the_online_gate_waits(live):
+def test_a_canary_holds_without_labels_and_steps_up_on_evidence(live):
     from flows.delivery import delivery_flow
     from flows.monitoring import monitoring_flow
 
@@ -224,11 +224,18 @@ def test_a_canary_steps_up_while_the_online_gate_waits(live):
     assert (first.step, first.fraction) == (0, cfg.serving.canary_steps[0])
 
     day = "2026-03-06"
-    answers, _ = serve_day(cfg, handle.url, day, seed=14)
+    answers, sent = serve_day(cfg, handle.url, day, seed=14)
     assert {a["model_version"] for a in answers} <= {champion, v4.version}
     logged(ws, answers)
-    outcome = monitoring_flow(str(config), batch=day)  # its labels have not arrived
+    outcome = monitoring_flow(str(config), batch=day)  # its labels have not arrived: no evidence to step on
     assert outcome.online is not None and outcome.online.action == "wait", outcome.online
+    held = rollout.read_rollout(ws)
+    assert (held.step, held.fraction) == (0, cfg.serving.canary_steps[0])
+    # A quarter of min_labelled_rows (200) arrive: enough to step up, too few for a verdict.
+    labels_arrive(cfg, ws, day, sent.iloc[:60])
+    outcome = monitoring_flow(str(config), batch=day)
+    assert outcome.online is not None and outcome.online.action == "wait", outcome.online
+    assert outcome.online.labelled_rows == 60 and outcome.online.delta is not None
     stepped = rollout.read_rollout(ws)
     assert (stepped.step, stepped.fraction) == (1, cfg.serving.canary_steps[1])
     assert registry.Registry(cfg, ws).require_champion().version == champion

@@ -55,8 +55,12 @@ def test_too_few_labels_wait_even_for_a_better_candidate(cfg):
     rows = _live(cfg, 299, candidate_noise=0.5, champion_noise=2.0)
     verdict = judge_online(cfg, rows, batches_waited=1)
     assert verdict.action == "wait"
-    assert verdict.delta is None and verdict.labelled_rows == 299
-    assert "299 of 300" in verdict.reason
+    assert verdict.labelled_rows == 299 and "299 of 300" in verdict.reason
+    # Enough for a canary's step (a quarter of 300): the point delta, no interval.
+    assert verdict.delta > 0 and verdict.ci_low is None and verdict.ci_high is None
+    assert online_gate.step_min_labelled_rows(cfg) == 75
+    fewer = judge_online(cfg, rows.iloc[:74], batches_waited=1)
+    assert fewer.action == "wait" and fewer.delta is None
 
 
 def test_a_clearly_worse_candidate_is_rejected(cfg):
@@ -165,3 +169,18 @@ def test_an_online_rejection_tells_the_retraining_policy_its_retraining_failed()
     rejected = {**tags, "ctcd.rollout": "online gate: reject, delta -0.0500 on 400 labelled live rows"}
     assert training_outcome([("3", rejected)], {"1"}, "2026-01-08") is False
     assert training_outcome([("3", tags)], {"1", "3"}, "2026-01-08") is True  # promoted online
+
+
+def test_each_look_is_corrected_for_the_looks_a_rollout_gets(cfg):
+    rows = _live(cfg, 600, candidate_noise=0.9, champion_noise=1.0, seed=5)
+    assert cfg.gates.model.confidence == 0.95 and cfg.gates.online.max_wait_batches == 5
+    assert online_gate.look_confidence(cfg) == pytest.approx(0.99)
+    corrected = judge_online(cfg, rows, batches_waited=1)
+    assert corrected.confidence == pytest.approx(0.99) and corrected.looks == 5
+    one = cfg.gates.online.model_copy(update={"max_wait_batches": 1})
+    once = cfg.model_copy(update={"gates": cfg.gates.model_copy(update={"online": one})})
+    single = judge_online(once, rows)
+    assert single.confidence == pytest.approx(0.95) and single.looks == 1
+    assert corrected.delta == single.delta  # the same point estimate, a wider interval
+    assert corrected.ci_low < single.ci_low and corrected.ci_high > single.ci_high
+    assert "99.0% CI" in corrected.summary() and "5 (Bonferroni)" in corrected.markdown()

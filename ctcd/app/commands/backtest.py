@@ -14,7 +14,9 @@ def backtest(
         "never,weekly,daily,ctcd",
         "--policies",
         help="Comma-separated: never, daily (every batch), weekly (every 7 daily batches), ctcd (the "
-        "config's drift policy), every-K (every K batches).",
+        "config's drift policy), every-K (every K batches); any of them with +shadow or +canary (e.g. "
+        "ctcd+shadow): a candidate that passes the model gate goes to that rollout and the online gate "
+        "promotes it on live labels.",
     ),
     history: str = typer.Option(
         "auto",
