@@ -35,6 +35,11 @@ class RolloutState(BaseModel):
     fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="share of rows the candidate answers")
     started_at: datetime
     started_batch: str | None = None
+    metric: str | None = Field(
+        default=None,
+        description="the metric the candidate passed the model gate on; the online gate judges on it "
+        "(None: `gates.model.primary_metric`)",
+    )
 
 
 def read_rollout(ws: Workspace) -> RolloutState | None:

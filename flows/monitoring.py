@@ -158,6 +158,7 @@ def judge_rollout(
         candidate_version=rollout.candidate_version,
         champion_version=rollout.champion_version,
         batches_waited=batches,
+        metric=rollout.metric,
     )
 
 

@@ -179,12 +179,16 @@ def judge_online(
     candidate_version: str | None = None,
     champion_version: str | None = None,
     batches_waited: int = 0,
+    metric: str | None = None,
 ) -> OnlineVerdict:
     """Promote, wait or reject the candidate on `rows`: logged predictions with both models' probabilities
     joined to their labels (`rollout_rows`). The versions default to the ones the rows name; with them
     given, only rows of that candidate and champion count. `batches_waited`: the monitored batches the
-    rollout has lasted (`gates.online.max_wait_batches` ends it)."""
+    rollout has lasted (`gates.online.max_wait_batches` ends it). `metric`: the one the candidate passed
+    the model gate on (`RolloutState.metric`; None: `gates.model.primary_metric`), so a candidate blessed
+    on accuracy is not judged live on ROC AUC."""
     gate, online = cfg.gates.model, cfg.gates.online
+    metric = metric or gate.primary_metric
     candidate_version = candidate_version or _only(rows, CANDIDATE_VERSION)
     champion_version = champion_version or _only(rows, CHAMPION_VERSION)
     rows = _of_versions(rows, candidate_version, champion_version)
@@ -194,7 +198,7 @@ def judge_online(
         "candidate_version": candidate_version,
         "champion_version": champion_version,
         "labelled_rows": n,
-        "metric": gate.primary_metric,
+        "metric": metric,
         "batches_waited": batches_waited,
         "min_labelled_rows": online.min_labelled_rows,
         "max_regression": tolerance,
@@ -204,7 +208,7 @@ def judge_online(
     }
     out_of_time = batches_waited >= online.max_wait_batches
     if n < online.min_labelled_rows:
-        point = _point(cfg, rows) if n >= step_min_labelled_rows(cfg) else {}
+        point = _point(cfg, rows, metric) if n >= step_min_labelled_rows(cfg) else {}
         if out_of_time:
             why = f"only {n} of {online.min_labelled_rows} labelled rows after {batches_waited} batches"
             return OnlineVerdict(
@@ -215,7 +219,7 @@ def judge_online(
         )
     y = _labels(cfg, rows)
     boot = paired_bootstrap(
-        gate.primary_metric,
+        metric,
         y,
         rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy(),
         rows[CHAMPION_PROBABILITY].astype("float64").to_numpy(),
@@ -287,9 +291,9 @@ def _labels(cfg: CtcdConfig, rows: pd.DataFrame) -> np.ndarray:
     return is_positive(rows[cfg.dataset.target], cfg.dataset.positive_label).astype("int64").to_numpy()
 
 
-def _point(cfg: CtcdConfig, rows: pd.DataFrame) -> dict[str, float | None]:
-    """Both models' metric on the rows and the signed delta, without an interval (undefined: None)."""
-    metric, y = cfg.gates.model.primary_metric, _labels(cfg, rows)
+def _point(cfg: CtcdConfig, rows: pd.DataFrame, metric: str) -> dict[str, float | None]:
+    """Both models' `metric` on the rows and the signed delta, without an interval (undefined: None)."""
+    y = _labels(cfg, rows)
     cand = metric_value(metric, y, rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy())
     champ = metric_value(metric, y, rows[CHAMPION_PROBABILITY].astype("float64").to_numpy())
     delta = (cand - champ) if GREATER_IS_BETTER[metric] else (champ - cand)

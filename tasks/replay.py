@@ -222,7 +222,10 @@ def replay(
         if new is not None and champion is not None and mode != "direct":
             # `serving.rollout`: not promoted; it replaces any candidate in rollout (`deploy.start_rollout`).
             trigger = scenario.days[today - 1].batch_id if triggering else None
-            rollout = replay_rollout.start(cfg, new, champion, mode, scenario.days[today - 1], trigger)
+            metric = record.decision.primary_metric if record.decision is not None else None
+            rollout = replay_rollout.start(
+                cfg, new, champion, mode, scenario.days[today - 1], trigger, metric
+            )
             run.trainings.append(dataclasses.replace(record, rollout=mode))
             return None
         run.trainings.append(record)

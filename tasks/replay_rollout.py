@@ -87,8 +87,10 @@ def start(
     mode: Mode,
     day: ReplayBatch,
     trigger: str | None,
+    metric: str | None = None,
 ) -> Rollout:
-    """The rollout `deploy.start_rollout` records: shadow, or canary at the first `serving.canary_steps`."""
+    """The rollout `deploy.start_rollout` records: shadow, or canary at the first `serving.canary_steps`;
+    judged online on `metric`, the one the candidate passed the model gate on."""
     state = RolloutState(
         candidate_version=candidate.version,
         champion_version=champion.version,
@@ -97,6 +99,7 @@ def start(
         fraction=cfg.serving.canary_steps[0] if mode == "canary" else 0.0,
         started_at=day.start.replace(tzinfo=UTC),
         started_batch=day.batch_id,
+        metric=metric,
     )
     return Rollout(candidate, state, day.day, trigger)
 
@@ -153,6 +156,7 @@ def judge(
         candidate_version=state.candidate_version,
         champion_version=state.champion_version,
         batches_waited=batches,
+        metric=state.metric,
     )
     return verdict, online_gate.next_step(cfg, verdict, state)
 

@@ -235,10 +235,16 @@ def switch_live(
 
 
 def start_rollout(
-    cfg: CtcdConfig, ws: Workspace, url: str, candidate_version: str, mode: Literal["shadow", "canary"]
+    cfg: CtcdConfig,
+    ws: Workspace,
+    url: str,
+    candidate_version: str,
+    mode: Literal["shadow", "canary"],
 ) -> RolloutState:
     """Serve `candidate_version` beside the champion (shadow, or canary at the first `serving.canary_steps`
-    share), mark it `challenger`, and tell the live server at `url`; return the recorded rollout."""
+    share), mark it `challenger`, and tell the live server at `url`; return the recorded rollout. The
+    rollout keeps the metric the candidate passed the model gate on (its stored decision), which the online
+    gate judges it on."""
     reg = registry.Registry(cfg, ws)
     champion = reg.require_champion()
     candidate = reg.version(candidate_version)
@@ -252,6 +258,7 @@ def start_rollout(
         fraction=cfg.serving.canary_steps[0] if mode == "canary" else 0.0,
         started_at=datetime.now(UTC),
         started_batch=_newest_batch(ws),
+        metric=(reg.load_decision(candidate) or {}).get("primary_metric"),
     )
     reg.move_alias(registry.CHALLENGER, candidate, reason=f"{mode} rollout", extra={"action": "rollout"})
     _tell_live(cfg, ws, url, champion.version, state)

@@ -184,3 +184,29 @@ def test_each_look_is_corrected_for_the_looks_a_rollout_gets(cfg):
     assert corrected.delta == single.delta  # the same point estimate, a wider interval
     assert corrected.ci_low < single.ci_low and corrected.ci_high > single.ci_high
     assert "99.0% CI" in corrected.summary() and "5 (Bonferroni)" in corrected.markdown()
+
+
+def test_the_gate_judges_on_the_metric_the_candidate_was_blessed_on(cfg):
+    """A boundary shift: the champion ranks rows exactly as the candidate does (same ROC AUC) but its
+    threshold is off, so only accuracy tells them apart. A candidate blessed on accuracy (a retraining the
+    performance signal triggered) is judged on accuracy live too, and promoted; on ROC AUC it would wait."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    score = (y * 2.0 - 1.0) + rng.normal(0, 1.0, n)
+    ds = cfg.dataset
+    rows = pd.DataFrame(
+        {
+            ds.id_column: np.arange(n),
+            ds.target: y,
+            online_gate.CANDIDATE_PROBABILITY: 1 / (1 + np.exp(-score)),
+            online_gate.CHAMPION_PROBABILITY: 1 / (1 + np.exp(-(score + 1.5))),  # same order, wrong threshold
+            online_gate.CHAMPION_VERSION: "1",
+            online_gate.CANDIDATE_VERSION: "2",
+        }
+    )
+    on_auc = judge_online(cfg, rows, batches_waited=1, metric="roc_auc")
+    assert on_auc.metric == "roc_auc" and abs(on_auc.delta) < 1e-9 and on_auc.action == "wait"
+    on_accuracy = judge_online(cfg, rows, batches_waited=1, metric="accuracy")
+    assert on_accuracy.metric == "accuracy" and on_accuracy.action == "promote", on_accuracy.summary()
+    assert judge_online(cfg, rows, batches_waited=1).metric == cfg.gates.model.primary_metric
