@@ -13,7 +13,7 @@ compares the two on the same rows:
 The gate looks again on every monitored batch, up to `max_wait_batches` times per rollout: each look's
 interval is at the Bonferroni-corrected confidence `1 - (1 - confidence) / max_wait_batches`
 (`look_confidence`), so the chance that any look of a rollout errs stays within the model gate's
-`1 - confidence`.
+`1 - confidence`; its bootstrap draws enough resamples for those narrower tails (`look_samples`).
 
 `next_step` turns a verdict into the rollout's next step (`RolloutStep`): promote, reject, or, while the
 gate waits, `step_up` (a canary moves to the next `serving.canary_steps` share, only on evidence: at least
@@ -74,6 +74,8 @@ class OnlineVerdict(BaseModel):
     """the interval's confidence for this look (`look_confidence`)"""
     looks: int = 1
     """the looks per rollout `confidence` accounts for (Bonferroni over `gates.online.max_wait_batches`)"""
+    bootstrap_samples: int = 0
+    """resamples behind the interval (`look_samples`: enough for the corrected confidence's tails)"""
     decided_at: str = ""
 
     def summary(self) -> str:
@@ -111,6 +113,7 @@ class OnlineVerdict(BaseModel):
             ("delta", _fmt(self.delta)),
             (f"{self.confidence:.1%} CI", f"[{_fmt(self.ci_low)}, {_fmt(self.ci_high)}]"),
             ("looks corrected for", f"{self.looks} (Bonferroni)"),
+            ("bootstrap resamples", str(self.bootstrap_samples)),
             ("max regression", f"{self.max_regression:g}"),
         ]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -131,6 +134,14 @@ def look_confidence(cfg: CtcdConfig) -> float:
     """The confidence of one look: the model gate's, Bonferroni-corrected for the up to
     `gates.online.max_wait_batches` looks a rollout gets (0.95 over 5 looks: 0.99 each)."""
     return 1 - (1 - cfg.gates.model.confidence) / cfg.gates.online.max_wait_batches
+
+
+def look_samples(cfg: CtcdConfig) -> int:
+    """Bootstrap resamples of one look: `gates.model.bootstrap_samples`, raised so that each tail of the
+    corrected interval holds at least 10 of them (a 99 % interval from 300 resamples rests on 1.5 per tail;
+    with the defaults: 2,000)."""
+    tails = 1 - look_confidence(cfg)
+    return max(cfg.gates.model.bootstrap_samples, math.ceil(20 / tails - 1e-9))
 
 
 def step_min_labelled_rows(cfg: CtcdConfig) -> int:
@@ -204,6 +215,7 @@ def judge_online(
         "max_regression": tolerance,
         "confidence": look_confidence(cfg),
         "looks": online.max_wait_batches,
+        "bootstrap_samples": look_samples(cfg),
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out_of_time = batches_waited >= online.max_wait_batches
@@ -223,7 +235,7 @@ def judge_online(
         y,
         rows[CANDIDATE_PROBABILITY].astype("float64").to_numpy(),
         rows[CHAMPION_PROBABILITY].astype("float64").to_numpy(),
-        gate.bootstrap_samples,
+        look_samples(cfg),
         look_confidence(cfg),
         cfg.training.seed,
         gate.bootstrap_max_rows,

@@ -210,3 +210,17 @@ def test_the_gate_judges_on_the_metric_the_candidate_was_blessed_on(cfg):
     on_accuracy = judge_online(cfg, rows, batches_waited=1, metric="accuracy")
     assert on_accuracy.metric == "accuracy" and on_accuracy.action == "promote", on_accuracy.summary()
     assert judge_online(cfg, rows, batches_waited=1).metric == cfg.gates.model.primary_metric
+
+
+def test_a_look_draws_enough_resamples_for_its_corrected_tails(cfg):
+    assert online_gate.look_confidence(cfg) == pytest.approx(0.99)
+    assert online_gate.look_samples(cfg) == 2000  # 10 resamples in each 0.5 % tail
+    many = cfg.gates.model.model_copy(update={"bootstrap_samples": 5000})
+    assert (
+        online_gate.look_samples(
+            cfg.model_copy(update={"gates": cfg.gates.model_copy(update={"model": many})})
+        )
+        == 5000
+    )
+    verdict = judge_online(cfg, _live(cfg, 2000, candidate_noise=0.5, champion_noise=2.0), batches_waited=1)
+    assert verdict.bootstrap_samples == 2000 and "| bootstrap resamples | 2000 |" in verdict.markdown()
