@@ -39,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ctcd import registry  # noqa: E402
+from ctcd import mlflow_connection, registry  # noqa: E402
 from ctcd.config import CtcdConfig, load_config  # noqa: E402
 from ctcd.net import free_port, wait_http  # noqa: E402
 from ctcd.serving.schema import contract_rules  # noqa: E402
@@ -285,7 +285,7 @@ def start_mlflow(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, port: i
     """`mlflow models serve --env-manager local -w 1` on the same registered version."""
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": registry.tracking_uri(cfg, ws),
+        "MLFLOW_TRACKING_URI": mlflow_connection.tracking_uri(cfg, ws),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # its uvicorn
         "OMP_NUM_THREADS": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -302,7 +302,7 @@ def start_plain_bento(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef, po
     """`bentoml serve` of `plain_bento_service.py` on the same registered version, one worker."""
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": registry.tracking_uri(cfg, ws),
+        "MLFLOW_TRACKING_URI": mlflow_connection.tracking_uri(cfg, ws),
         "BENCH_MODEL_URI": ref.uri,
         "BENCH_FEATURES": ",".join(cfg.dataset.features),
         "BENCH_MAX_BATCH": str(cfg.serving.max_batch_size),

@@ -43,7 +43,6 @@ from ctcd.mlflow_connection import (
     tracking_uri,
 )
 from ctcd.model_ref import ChampionMoved, ModelRef, model_ref
-from ctcd.model_ref import positive_class_index as positive_class_index  # what every model reader needs
 from ctcd.tracking import (
     DECISION_ARTIFACT,
     EVALUATION_ARTIFACT,
@@ -61,6 +60,11 @@ if TYPE_CHECKING:
 
     from ctcd.config import CtcdConfig
     from ctcd.workspace import Workspace
+
+# What callers take from here: the Registry and the names of its own interface (the versions its methods
+# return and take, the aliases they move, the error `promote` raises). Everything else is imported from
+# the module that defines it (ctcd.audit, ctcd.model_ref, ctcd.tracking, ctcd.mlflow_connection).
+__all__ = ["CHALLENGER", "CHAMPION", "ChampionMoved", "ModelRef", "Registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,7 +17,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from ctcd import events, registry
+from ctcd import audit, events, registry
 from ctcd.config import CtcdConfig, load_config
 from ctcd.serving import deploy
 from ctcd.serving.server import is_serving, live_server_url, start_server, write_pid_file
@@ -106,7 +106,7 @@ def delivery_flow(
     target = reg.version(version) if version else reg.require_champion()
     url = live_server_url(cfg)
     live = deploy.live_model(url)
-    previous = previous_version(registry.alias_history(ws), live, target.version)
+    previous = previous_version(audit.alias_history(ws), live, target.version)
     # The Bento builds (a `bentoml build` subprocess) while the smoke test runs.
     bento = build_bento.submit(cfg, ws, target.version) if build else None
     rows = holdout_rows(cfg, ws, target)

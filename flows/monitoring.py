@@ -86,12 +86,12 @@ def signals_of(cfg: CtcdConfig, inputs: MonitoringInputs) -> tuple[MonitoringSig
 @task(name="retrain-outcome", cache_policy=NO_CACHE)
 def retrain_outcome(cfg: CtcdConfig, ws: Workspace, state: PolicyState) -> bool | None:
     """Whether the open episode's latest retraining was promoted, read from the registry (None: not known)."""
-    from ctcd import registry
+    from ctcd import audit, registry
 
     if not monitoring.awaits_retrain_outcome(state):
         return None
     found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, ws).versions()]
-    return monitoring.retrain_outcome(state, cfg.registered_model_name, registry.alias_history(ws), found)
+    return monitoring.retrain_outcome(state, cfg.registered_model_name, audit.alias_history(ws), found)
 
 
 @task(name="evidently-report", cache_policy=NO_CACHE)

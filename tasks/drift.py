@@ -17,11 +17,14 @@ from ctcd.config import DatasetConfig, DriftPolicyConfig
 from ctcd.drift_report import ColumnDrift, ColumnKind, column_drift
 from ctcd.features import is_positive
 from tasks.dataset import join_labels
+from tasks.evaluation import THRESHOLD
 
 PROBABILITY = columns.PROBABILITY
 PREDICTION = columns.PREDICTION  # 1 when the model predicted positive_label, else 0
 SERVED_AT = columns.SERVED_AT
 MODEL_VERSION = columns.MODEL_VERSION
+CHAMPION_VERSION = columns.CHAMPION_VERSION
+CHAMPION_PROBABILITY = columns.CHAMPION_PROBABILITY
 BATCH = columns.BATCH  # the batch a prediction was served in (ctcd/cadence.py), added by monitoring
 SIGNALS = ("covariate_shift", "prediction_drift", "prior_shift", "performance")
 
@@ -270,6 +273,28 @@ def performance(
     )
 
 
+def scored_by(predictions: pd.DataFrame, version: str) -> pd.DataFrame:
+    """The logged rows `version` scored, as it scored them: the rows it answered, and the rows of a rollout
+    (shadow or canary) another version answered while `version` was the champion, with the champion's
+    probability (`CHAMPION_PROBABILITY`) and the prediction it gives (at `THRESHOLD`) in place of the
+    answer's. During a canary the champion's monitoring so keeps the rows the candidate answered."""
+    answered = predictions[MODEL_VERSION].astype(str) == version
+    if CHAMPION_VERSION not in predictions or CHAMPION_PROBABILITY not in predictions:
+        return predictions[answered]
+    champion = predictions[CHAMPION_VERSION].astype(str) == version
+    other = ~answered & champion & predictions[CHAMPION_PROBABILITY].notna()
+    if not other.any():
+        return predictions[answered]
+    out = predictions[answered | other].copy()
+    rescored = other[answered | other]
+    proba = out.loc[rescored, CHAMPION_PROBABILITY].astype("float64")
+    out[PROBABILITY] = out[PROBABILITY].astype("float64")
+    out.loc[rescored, PROBABILITY] = proba
+    # The label the champion would have answered (serving takes the likelier class: the same but at 0.5).
+    out.loc[rescored, PREDICTION] = (proba >= THRESHOLD).astype(out[PREDICTION].dtype)
+    return out
+
+
 def compute_signals(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -286,11 +311,11 @@ def compute_signals(
     `labelled`: logged predictions joined with arrived labels (`labelled_predictions`), over the lookback
     used to date a performance drop; `window`: the first and last batch of `current`; `baseline`: the
     champion's evaluation metrics at promotion. With `model_version`, prediction drift and performance only
-    look at the rows that version served.
+    look at the rows that version scored, with its own probabilities (`scored_by`).
     """
     if model_version is not None:
-        current_model = current[current[MODEL_VERSION].astype(str) == model_version]
-        labelled = labelled[labelled[MODEL_VERSION].astype(str) == model_version]
+        current_model = scored_by(current, model_version)
+        labelled = scored_by(labelled, model_version)
     else:
         current_model = current
     recent = latest_batches(labelled, drift.window_batches, drift.min_labelled_rows)

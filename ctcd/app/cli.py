@@ -9,6 +9,7 @@ import typer
 
 from ctcd import settings
 from ctcd.app.commands import (
+    alerts,
     approval,
     backtest,
     data,
@@ -46,7 +47,19 @@ def _root(
         settings.enable_debug()
 
 
-for module in (project, data, validation, training, approval, serving, monitoring, stack, demo, backtest):
+for module in (
+    project,
+    data,
+    validation,
+    training,
+    approval,
+    serving,
+    monitoring,
+    stack,
+    alerts,
+    demo,
+    backtest,
+):
     module.register(app)
 
 

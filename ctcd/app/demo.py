@@ -264,10 +264,10 @@ def wait_for_triggered_run(since: datetime, appear_timeout: float, finish_timeou
 
 def trainings_since(cfg: CtcdConfig, ws: Workspace, since: datetime) -> list[dict[str, Any]]:
     """Model versions registered after `since`, with their reason and whether they became champion."""
-    from ctcd import registry
+    from ctcd import audit, registry
 
     promoted = {
-        h["version"] for h in registry.alias_history(ws) if h["at"] >= since.isoformat(timespec="seconds")
+        h["version"] for h in audit.alias_history(ws) if h["at"] >= since.isoformat(timespec="seconds")
     }
     return [
         {"reason": v.tags.get("ctcd.reason", "?"), "version": v.version, "promoted": v.version in promoted}
@@ -411,10 +411,10 @@ def _batch_status(result: Any, batch_id: str) -> str:
 
 def summarize(cfg: CtcdConfig, ws: Workspace, records: list[DayRecord], seconds: float) -> dict[str, Any]:
     """The end-of-demo summary: versions, promotions and their causes, quarantine, where to look."""
-    from ctcd import registry
+    from ctcd import audit, registry
     from ctcd.batches import quarantined_batches
 
-    history = registry.alias_history(ws)
+    history = audit.alias_history(ws)
     accuracies = [r.live_accuracy for r in records if r.live_accuracy is not None]
     return {
         "days": len(records),

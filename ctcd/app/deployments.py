@@ -92,7 +92,7 @@ def load_prefect_file(path: Path) -> dict[str, Any]:
 
 def deployment_env(cfg: CtcdConfig, ws: Workspace) -> dict[str, str]:
     """The environment every deployment's runs get on top of the worker's: config, workspace, MLflow."""
-    from ctcd.registry import tracking_uri
+    from ctcd.mlflow_connection import tracking_uri
 
     env = {"CTCD_HOME": str(ws.root), "MLFLOW_TRACKING_URI": tracking_uri(cfg, ws)}
     if cfg.source is not None:

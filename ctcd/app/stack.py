@@ -85,12 +85,7 @@ def _up(cfg: CtcdConfig, ws: Workspace, echo: Callable[[str], None], with_mlflow
     workers = [start_worker(cfg, ws, pool) for pool in pools]
     echo(f"deploying {deployments.prefect_file(cfg)}")
     deployed = deployments.deploy(cfg, ws, deployments.prefect_api_url(cfg))
-    try:
-        automations = alerts.ensure_alerts(cfg, deployments.prefect_api_url(cfg))
-    except Exception as exc:  # Prefect's HTTP and validation errors: say which setting to look at
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        message = f"could not create the alert automations (see `alerts:` in the config): {detail}"
-        raise DependencyUnavailable(message) from exc
+    automations = sync_alerts(cfg, deployments.prefect_api_url(cfg))
     echo(
         f"alert automations: {len(automations)} (to block {cfg.alerts.block})"
         if automations
@@ -151,6 +146,30 @@ def status(cfg: CtcdConfig, ws: Workspace) -> StackReport:
             names = deployments.deployment_names(api)
             automations = alerts.list_alerts(cfg, api)
     return StackReport(services, names, automations)
+
+
+def prefect_api(cfg: CtcdConfig) -> str:
+    """The Prefect API a command talks to: PREFECT_API_URL when set (the compose stack, a remote server),
+    else the local stack's; a DependencyUnavailable error when no server answers there."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value() or deployments.prefect_api_url(cfg)
+    if not http_ok(f"{api}/health", "true"):
+        raise DependencyUnavailable(
+            f"no Prefect server answers at {api}: start the stack (`ctcd up`) or set PREFECT_API_URL"
+        )
+    return api
+
+
+def sync_alerts(cfg: CtcdConfig, api: str) -> list[alerts.AlertAutomation]:
+    """Create or update the alert automations on the Prefect server at `api` (`ctcd up`, `ctcd alerts
+    sync`); empty when alerts are off."""
+    try:
+        return alerts.ensure_alerts(cfg, api)
+    except Exception as exc:  # Prefect's HTTP and validation errors: say which setting to look at
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = f"could not create the alert automations (see `alerts:` in the config): {detail}"
+        raise DependencyUnavailable(message) from exc
 
 
 def alert_from_cli(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import BaseModel
 
-from ctcd import registry, settings
+from ctcd import model_ref, registry, settings, tracking
 from ctcd.errors import CtcdError, DependencyUnavailable, UsageError, WorkFailed
 from ctcd.features import model_input
 from ctcd.rollout import RolloutState, clear_rollout, read_rollout, write_rollout
@@ -75,7 +75,7 @@ def holdout_rows(
             frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     if frame is None or not set(features) <= set(frame.columns):
         raise WorkFailed(
-            f"model version {ref.version} has no {registry.REFERENCE_ARTIFACT} and the workspace has no "
+            f"model version {ref.version} has no {tracking.REFERENCE_ARTIFACT} and the workspace has no "
             "validated batch to smoke-test it with: run `ctcd ingest` first"
         )
     frame = frame.dropna(subset=features)
@@ -102,7 +102,7 @@ def offline_probabilities(cfg: CtcdConfig, ws: Workspace, ref: registry.ModelRef
     reg = registry.Registry(cfg, ws)
     model = reg.load_model(ref)
     classes = np.asarray(model.classes_)
-    positive = registry.positive_class_index(cfg, ref, model)
+    positive = model_ref.positive_class_index(cfg, ref, model)
     proba = model.predict_proba(model_input(frame, cfg.dataset, reg.text_categories(ref)))
     return proba[:, positive], classes[proba.argmax(axis=1)]
 

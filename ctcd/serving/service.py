@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from ctcd import registry, settings
+from ctcd import model_ref, registry, settings
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import CtcdError
 from ctcd.features import model_input, model_input_columns
@@ -126,7 +126,7 @@ def load_live_model(cfg: CtcdConfig, ws: Workspace, version: str | None) -> Live
     reg = registry.Registry(cfg, ws)
     ref = reg.version(version) if version else reg.require_champion()
     estimator = reg.load_model(ref)
-    positive = registry.positive_class_index(cfg, ref, estimator)
+    positive = model_ref.positive_class_index(cfg, ref, estimator)
     text = reg.text_categories(ref)
     return LiveModel(
         ref.version, estimator, positive, np.asarray(estimator.classes_), datetime.now(UTC), text

@@ -339,6 +339,19 @@ def test_compose_config_loads_and_tracks_to_the_compose_mlflow() -> None:
     assert cfg.gates.data.suite.is_file()
 
 
+def test_compose_deploy_job_creates_the_alert_automations() -> None:
+    from typer.testing import CliRunner
+
+    from ctcd.app.cli import app
+
+    deploy = _compose()["services"]["deploy"]
+    command = " ".join(deploy["command"])
+    assert command.endswith("&& ctcd alerts sync"), command
+    assert {"CTCD_CONFIG", "PREFECT_API_URL"} <= set(deploy["environment"])
+    assert CliRunner().invoke(app, ["alerts", "sync", "--help"]).exit_code == 0
+    assert load_config(DOCKER / "ctcd.yaml").alerts.block == "ctcd-alerts"
+
+
 def test_compose_images_install_from_the_lock() -> None:
     for name in ("worker.Dockerfile", "worker-gpu.Dockerfile"):
         text = (DOCKER / name).read_text(encoding="utf-8")

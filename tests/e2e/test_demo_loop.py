@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctcd import registry
+from ctcd import audit, registry
 from ctcd.app import stack
 from ctcd.config import load_config
 from ctcd.net import free_port
@@ -72,7 +72,7 @@ def test_short_demo_quarantines_retrains_on_drift_and_serves_the_new_champion(tm
     assert "QUARANTINED" in lines[2]
 
     # 2. A drift-triggered retrain produced a promoted version (through the deployment's trigger).
-    history = registry.alias_history(ws)
+    history = audit.alias_history(ws)
     versions = {v.version: v for v in registry.Registry(cfg, ws).versions()}
     drift_promotions = [
         h for h in history if versions[h["version"]].tags.get("ctcd.reason", "").startswith("drift")

@@ -7,6 +7,9 @@ The webhook is an `http.server` on 127.0.0.1 in a thread that records the JSON b
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ctcd import alerts, events
 from ctcd.app import deployments, stack
-from ctcd.config import AlertsConfig, CtcdConfig
+from ctcd.config import AlertsConfig, CtcdConfig, load_config
+from ctcd.net import free_port
 from ctcd.workspace import Workspace
 from tests.integration.test_prefect_stack import wait_for, write_config
 
@@ -129,6 +134,70 @@ def test_each_alert_kind_reaches_the_webhook_once_per_episode(
         assert body["resource"]["prefect.resource.id"] == events.model_resource_id(server.cfg)
         assert body["payload"]["detail"] == kind
     assert sorted(e["kind"] for e in events.sent_alerts(ws)) == sorted(events.ALERT_KINDS)
+
+
+def _alerts_cli(
+    server: Server, config: Path, *args: str, api: str | None
+) -> subprocess.CompletedProcess[str]:
+    """`ctcd alerts ARGS --json` with PREFECT_API_URL set to `api` (as in the compose stack) or unset."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"CTCD_HOME": str(server.ws.root), "PREFECT_HOME": str(server.ws.root / "cli-prefect")}
+    if api:
+        env["PREFECT_API_URL"] = api
+    ctcd = str(Path(sys.executable).parent / "ctcd")
+    return subprocess.run(
+        [ctcd, "alerts", *args, "--json", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_alerts_sync_creates_the_automations_on_prefect_api_url_idempotently(
+    server: Server, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The compose stack's deploy job: PREFECT_API_URL names the server, the config's local stack does not."""
+    raw = yaml.safe_load(server.cfg.source.read_text(encoding="utf-8"))
+    raw["alerts"] = {"webhook_url": receiver.url, "block": server.cfg.alerts.block}
+    raw["orchestration"]["prefect_port"] = free_port()  # nothing there: the command must use the env's URL
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    with deployments.connect(server.api) as client:  # start from none
+        for kind in events.ALERT_KINDS:
+            for automation in client.read_automations_by_name(alerts.automation_name(server.cfg, kind)):
+                client.delete_automation(automation.id)
+    assert alerts.list_alerts(server.cfg, server.api) == []
+
+    wanted = [
+        {"name": alerts.automation_name(server.cfg, k), "kind": k, "enabled": True}
+        for k in events.ALERT_KINDS
+    ]
+    for _ in range(2):
+        synced = _alerts_cli(server, config, "sync", api=server.api)
+        assert synced.returncode == 0, synced.stderr + synced.stdout
+        assert json.loads(synced.stdout) == {
+            "prefect_api": server.api,
+            "block": "ctcd-test-alerts",
+            "alerts": wanted,
+        }
+    assert [a.kind for a in alerts.list_alerts(server.cfg, server.api)] == list(events.ALERT_KINDS)
+    listed = _alerts_cli(server, config, "list", api=server.api)
+    assert listed.returncode == 0 and json.loads(listed.stdout)["alerts"] == wanted
+
+    # Without PREFECT_API_URL: the config's local stack, where no server answers: one line, exit 1.
+    missing = _alerts_cli(server, config, "list", api=None)
+    nowhere = deployments.prefect_api_url(load_config(config))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"error: no Prefect server answers at {nowhere}: start the stack (`ctcd up`) or set PREFECT_API_URL"
+    )
+    # With the config's own URL right (the `ctcd up` stack), the same automations.
+    local = _alerts_cli(server, server.cfg.source, "list", api=None)
+    assert local.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["prefect_api"] == server.api
+    assert json.loads(local.stdout)["alerts"] == wanted
 
 
 def test_without_a_webhook_or_a_block_of_that_name_alerts_are_off(server: Server) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ctcd import registry
+from ctcd import audit, registry
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
 from tests.integration.test_training_flow import land_validated, write_config
@@ -108,7 +108,7 @@ def prefect_api() -> Iterator[str]:
 
 
 def _approval_entries(ws: Workspace) -> list[dict[str, Any]]:
-    return [e for e in registry.alias_history(ws, None) if e.get("action") in ("approve", "reject")]
+    return [e for e in audit.alias_history(ws, None) if e.get("action") in ("approve", "reject")]
 
 
 def test_ctcd_approve_resumes_the_paused_run_and_promotes(prefect_api, default_config, workspace, tmp_path):
@@ -134,7 +134,7 @@ def test_ctcd_approve_resumes_the_paused_run_and_promotes(prefect_api, default_c
     [entry] = _approval_entries(workspace)
     assert (entry["version"], entry["actor"], entry["reason"]) == ("1", "alice", "slices look fine")
     assert entry["action"] == "approve"
-    assert [e["version"] for e in registry.alias_history(workspace)] == ["1"]
+    assert [e["version"] for e in audit.alias_history(workspace)] == ["1"]
 
 
 def test_ctcd_reject_resumes_the_paused_run_without_promotion(
@@ -162,7 +162,7 @@ def test_ctcd_reject_resumes_the_paused_run_without_promotion(
     )
     [entry] = _approval_entries(workspace)
     assert (entry["action"], entry["actor"], entry["reason"]) == ("reject", "bob", "not this week")
-    assert registry.alias_history(workspace) == []  # the champion never moved
+    assert audit.alias_history(workspace) == []  # the champion never moved
 
     again = ctcd(workspace, cfg, prefect_api, "approve", "1")
     assert again.returncode == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcd import registry, settings
+from ctcd import mlflow_connection, registry, settings
 from ctcd.net import free_port, wait_http
 from tests.integration.test_training_flow import land_validated, write_config
 from tests.tasks.test_training import small_config
@@ -71,7 +71,7 @@ def test_training_flow_against_an_mlflow_server(mlflow_server, default_config, w
     assert report.promoted
     champ = registry.Registry(cfg, workspace).require_champion()
     assert champ.version == report.version and champ.tags["ctcd.gate"] == "passed"
-    assert registry.tracking_uri(cfg, workspace) == uri
+    assert mlflow_connection.tracking_uri(cfg, workspace) == uri
     # Everything went to the server: its store holds the run, the workspace's embedded store is untouched.
     assert not workspace.mlflow_db.exists()
     assert any((store / "artifacts").rglob("reference.parquet"))

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctcd import registry, rollout
+from ctcd import registry, rollout, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
@@ -64,8 +64,8 @@ def register(
                 "prediction": (proba >= 0.5).astype("int64"),
             }
         )
-        reference.to_parquet(folder / Path(registry.REFERENCE_ARTIFACT).name)
-        mlflow.log_artifact(str(folder / Path(registry.REFERENCE_ARTIFACT).name), artifact_path="reference")
+        reference.to_parquet(folder / Path(tracking.REFERENCE_ARTIFACT).name)
+        mlflow.log_artifact(str(folder / Path(tracking.REFERENCE_ARTIFACT).name), artifact_path="reference")
         mlflow.log_dict({"metrics": {"accuracy": float(((proba >= 0.5) == y).mean())}}, "evaluation.json")
         info = mlflow.sklearn.log_model(
             model,

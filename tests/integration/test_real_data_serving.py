@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctcd import registry, tracking
+from ctcd import model_ref, registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
@@ -120,7 +120,7 @@ def test_the_registered_model_takes_text_categories(shop):
     cfg, ws, ref, _, _, _ = shop
     assert registry.Registry(cfg, ws).text_categories(ref) == {"color": True, "store": True, "channel": False}
     model = registry.Registry(cfg, ws).load_model(ref)
-    assert registry.positive_class_index(cfg, ref, model) == 1
+    assert model_ref.positive_class_index(cfg, ref, model) == 1
 
 
 def test_rows_with_unknown_categories_are_refused_naming_column_and_value(shop):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctcd import registry
+from ctcd import registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
@@ -76,8 +76,8 @@ def register_version(cfg: CtcdConfig, ws: Workspace, seed: int, classes: tuple[i
         # The reference sample every version carries (ARCHITECTURE.md); the smoke test scores it.
         reference = x.assign(**{cfg.dataset.id_column: range(len(x)), cfg.dataset.target: y})
         folder = Path(tempfile.mkdtemp())
-        reference.to_parquet(folder / Path(registry.REFERENCE_ARTIFACT).name)
-        mlflow.log_artifact(str(folder / Path(registry.REFERENCE_ARTIFACT).name), artifact_path="reference")
+        reference.to_parquet(folder / Path(tracking.REFERENCE_ARTIFACT).name)
+        mlflow.log_artifact(str(folder / Path(tracking.REFERENCE_ARTIFACT).name), artifact_path="reference")
         info = mlflow.sklearn.log_model(
             model,
             name="model",

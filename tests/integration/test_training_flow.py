@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ctcd import registry, tracking
+from ctcd import audit, registry, tracking
 from ctcd.batches import BatchRecord, sha256_of
 from ctcd.config import CtcdConfig
 from ctcd.events import sent_alerts
@@ -208,7 +208,7 @@ def test_ct_cycles_gate_register_promote_and_roll_back(prefect_server, default_c
     back = runner.invoke(app, ["rollback", "--reason", "back", "-c", path])
     assert back.exit_code == 0, back.output
     assert registry.Registry(cfg, workspace).require_champion().version == "1"
-    moves = [(h["previous"], h["version"], h.get("action")) for h in registry.alias_history(workspace)]
+    moves = [(h["previous"], h["version"], h.get("action")) for h in audit.alias_history(workspace)]
     assert moves == [(None, "1", "promote"), ("1", "2", "promote"), ("2", "1", "rollback")]
     # Alerts: each rejected candidate once, and the rollback.
     alerts = [(a["kind"], a["episode"]) for a in sent_alerts(workspace)]
@@ -343,6 +343,6 @@ def test_after_a_drift_a_better_baseline_on_the_restarted_window_is_registered_a
         "logistic_regression baseline"
     )
     assert registry.Registry(cfg, workspace).by_alias(registry.CHALLENGER).version == "3"
-    champions = {e["version"] for e in registry.alias_history(workspace) if e.get("action") != "rollback"}
+    champions = {e["version"] for e in audit.alias_history(workspace) if e.get("action") != "rollback"}
     found = [(ref.version, ref.tags) for ref in registry.Registry(cfg, workspace).versions()]
     assert training_outcome(found, champions, after[-1]) is True

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcd import registry
+from ctcd import audit, registry
 from tests.integration.test_training_flow import land_validated, write_config
 from tests.tasks.test_training import small_config
 
@@ -53,5 +53,5 @@ def test_a_blessed_candidate_goes_to_shadow_instead_of_being_promoted(
     reg = registry.Registry(shadow_cfg, workspace)
     assert reg.require_champion().version == champion
     assert reg.by_alias(registry.CHALLENGER).version == report.version
-    last = registry.alias_history(workspace, registry.CHALLENGER)[-1]
+    last = audit.alias_history(workspace, registry.CHALLENGER)[-1]
     assert last["version"] == report.version and last["reason"].startswith("shadow rollout: drift: test")

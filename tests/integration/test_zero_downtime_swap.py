@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from ctcd import registry
+from ctcd import audit, registry
 from ctcd.config import load_config
 from ctcd.events import sent_alerts
 from ctcd.net import free_port
@@ -130,7 +130,7 @@ def test_failed_smoke_test_rolls_the_champion_back_and_keeps_serving(live):
     assert report.status == "rolled_back" and not report.smoke.passed, report.message
     assert "positive_label" in (report.smoke.error or "")
     assert registry.Registry(cfg, ws).require_champion().version == serving
-    last = registry.alias_history(ws)[-1]
+    last = audit.alias_history(ws)[-1]
     assert last["version"] == serving and last["reason"].startswith("rollback: smoke test failed")
     alerts = [(a["kind"], a["episode"]) for a in sent_alerts(ws)]
     assert alerts == [("rollback", f"delivery:{broken.version}")]

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ctcd import registry
+from ctcd import audit, registry
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
 from tests.conftest import REPO
@@ -79,7 +79,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     land_validated(cfg, workspace, range(1, 7))
     champion = register_version(cfg, workspace, seed=1)
     registry.Registry(cfg, workspace).promote(champion, reason="champion before the crash")
-    moves_before = registry.alias_history(workspace, alias=None)
+    moves_before = audit.alias_history(workspace, alias=None)
     results = workspace.root / "prefect-results"
     env = _environment(workspace)
 
@@ -106,7 +106,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     # The failed run touched nothing: no version, no alias move, the champion as it was.
     assert [r.version for r in registry.Registry(cfg, workspace).versions()] == [champion.version]
     assert registry.Registry(cfg, workspace).require_champion().version == champion.version
-    assert registry.alias_history(workspace, alias=None) == moves_before
+    assert audit.alias_history(workspace, alias=None) == moves_before
 
     rerun = subprocess.run(
         [sys.executable, "-c", RUN, config, "resumed"],
@@ -124,7 +124,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
 
     versions = [r.version for r in registry.Registry(cfg, workspace).versions()]
     assert versions == [result[0], champion.version], "a version was registered twice"
-    new_moves = registry.alias_history(workspace, alias=None)[len(moves_before) :]
+    new_moves = audit.alias_history(workspace, alias=None)[len(moves_before) :]
     promotions = [m for m in new_moves if m["alias"] == registry.CHAMPION]
     assert [m["version"] for m in promotions] == ([result[0]] if result[1] == "True" else [])
     assert [m["version"] for m in new_moves if m["alias"] == registry.CHALLENGER] == [result[0]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ctcd import registry, tracking
+from ctcd import audit, registry, tracking
 from ctcd.config import CtcdConfig, load_config
 from ctcd.errors import DependencyUnavailable
 from ctcd.net import free_port
@@ -107,7 +107,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
 
     ws = mlflow_stack.ws
     before = registry.Registry(mlflow_stack.cfg, ws).require_champion()
-    moves_before = registry.alias_history(ws, alias=None)
+    moves_before = audit.alias_history(ws, alias=None)
     raw = yaml.safe_load(mlflow_stack.config.read_text(encoding="utf-8"))
     raw["tracking"]["retry_seconds"] = 1
     impatient = mlflow_stack.config.with_name("impatient.yaml")
@@ -147,7 +147,7 @@ def test_a_lasting_outage_cuts_a_registration_and_fails_with_one_clear_line(
 
     cfg = mlflow_stack.cfg  # the default retry window again
     assert registry.Registry(cfg, ws).require_champion().version == before.version
-    moves = registry.alias_history(ws, alias=None)[len(moves_before) :]
+    moves = audit.alias_history(ws, alias=None)[len(moves_before) :]
     assert [m["alias"] for m in moves] in ([], [registry.CHALLENGER]), moves
     # Nothing half-registered: each alias points at a version whose model (and evidence) is all there.
     for alias in (registry.CHAMPION, registry.CHALLENGER):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctcd import registry
+from ctcd import audit, registry
 from ctcd.config import load_config
 from ctcd.workspace import Workspace
 from tests.conftest import REPO
@@ -84,6 +84,6 @@ def test_two_concurrent_promotions_against_the_same_champion_cannot_both_happen(
     (loser,) = set(candidates) - set(promoted)
     assert outcomes[loser].startswith("refused:") and "champion" in outcomes[loser], outcomes
     assert registry.Registry(cfg, ws).require_champion().version == promoted[0]
-    moves = [e for e in registry.alias_history(ws) if e.get("action") == "promote"]
+    moves = [e for e in audit.alias_history(ws) if e.get("action") == "promote"]
     assert [e["version"] for e in moves] == [first.version, promoted[0]]
     assert moves[-1]["previous"] == first.version

@@ -17,6 +17,7 @@ from tasks.drift import (
     labelled_predictions,
     latest_batches,
     performance,
+    scored_by,
 )
 
 # Deliberately not the default dataset's column names.
@@ -143,6 +144,51 @@ def test_performance_only_counts_the_champions_rows(reference):
     s = signals_for(reference, [old, make_rows(2000, seed=7)])
     assert s.performance.labelled_rows == 2000
     assert not s.performance.fired
+
+
+def canary(log: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """`log` as a canary of candidate "4" against champion "3" logs it: a `fraction` of the rows answered
+    by a candidate that is wrong about the concept, each row with both models' probabilities."""
+    to_candidate = np.random.default_rng(seed).random(len(log)) < fraction
+    candidate = 1 / (1 + np.exp(-4 * (log["x2"] - log["x1"])))
+    out = log.assign(
+        answered_by=np.where(to_candidate, "candidate", "champion"),
+        champion_version="3",
+        champion_probability=log["probability"],
+        candidate_version="4",
+        candidate_probability=candidate,
+        probability=np.where(to_candidate, candidate, log["probability"]),
+        model_version=np.where(to_candidate, "4", "3"),
+    )
+    return out.assign(prediction=(out["probability"] >= 0.5).astype(int))
+
+
+@pytest.mark.parametrize("fraction", [0.25, 1.0])
+def test_a_canary_keeps_every_row_in_the_champions_monitoring(reference, fraction):
+    days = [
+        make_rows(2000, seed=30, day=TODAY - timedelta(days=1)),
+        make_rows(2000, seed=31, shift=0.5, concept=True),
+    ]
+    alone = signals_for(reference, days)
+    assert alone.performance.fired and alone.prediction_drift.evaluated
+    during = signals_for(reference, [canary(day, fraction, seed=i) for i, day in enumerate(days)])
+    assert during.performance.labelled_rows == alone.performance.labelled_rows == 2000
+    assert during.model_dump() == alone.model_dump()
+
+
+def test_scored_by_leaves_out_rows_of_another_champion():
+    log = pd.concat([canary(make_rows(100, seed=32), 0.5, seed=1), make_rows(50, seed=33, version="2")])
+    earlier = canary(make_rows(80, seed=34), 0.5, seed=2)  # candidate "5" against champion "2"
+    earlier = earlier.assign(
+        champion_version="2",
+        candidate_version="5",
+        model_version=earlier["model_version"].map({"3": "2", "4": "5"}),
+    )
+    log = pd.concat([log, earlier], ignore_index=True)
+    assert len(scored_by(log, "3")) == 100
+    assert len(scored_by(log, "2")) == 130
+    assert len(scored_by(log, "4")) == (log["model_version"] == "4").sum()
+    assert len(scored_by(log.drop(columns=["champion_version"]), "3")) == (log["model_version"] == "3").sum()
 
 
 def test_estimate_onset_takes_the_latest_unbroken_run():

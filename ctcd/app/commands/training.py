@@ -117,7 +117,7 @@ def rollback(
 
 def status_record(cfg: CtcdConfig, ws: Workspace, decisions: int = 5) -> dict[str, Any]:
     """Champion, challenger, the last gate decisions and the last champion moves, as one dict."""
-    from ctcd import registry
+    from ctcd import audit, mlflow_connection, registry
 
     def describe(ref: registry.ModelRef | None) -> dict[str, Any] | None:
         if ref is None:
@@ -139,11 +139,11 @@ def status_record(cfg: CtcdConfig, ws: Workspace, decisions: int = 5) -> dict[st
     all_versions = registry.Registry(cfg, ws).versions()
     return {
         "model": cfg.registered_model_name,
-        "tracking_uri": registry.tracking_uri(cfg, ws),
+        "tracking_uri": mlflow_connection.tracking_uri(cfg, ws),
         "champion": describe(registry.Registry(cfg, ws).champion()),
         "challenger": describe(registry.Registry(cfg, ws).by_alias(registry.CHALLENGER)),
         "decisions": [describe(r) for r in all_versions[:decisions]],
-        "history": registry.alias_history(ws, registry.CHAMPION)[-decisions:],
+        "history": audit.alias_history(ws, registry.CHAMPION)[-decisions:],
     }
 
 
