@@ -43,7 +43,9 @@ def live(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("CTCD_HOME", str(root / "home"))
         mp.setenv(API_KEY_ENV, KEY)
         # Two workers: each follows the reload channel on its own, and the canary route must agree.
-        config = write_project(root, free_port(), log_flush_seconds=0.5, workers=2)
+        # A request queued longer than `max_latency_ms` is shed with a 503 (overload, not a rollout fault):
+        # on a loaded CI machine a queue can wait 5 s, so the shedding threshold is out of these tests' way.
+        config = write_project(root, free_port(), log_flush_seconds=0.5, workers=2, max_latency_ms=120_000)
         cfg = load_config(config)
         ws = Workspace.open(root / "home")
         v1 = register_version(cfg, ws, seed=1)
