@@ -2,10 +2,11 @@
 
 `prefect_server` starts a real `prefect server start` exactly as `ctcd up` does (`ctcd.app.stack`), with
 its UI, on free ports, in its own workspace. tests/conftest.py holds one for the whole session
-(`shared_prefect`), started on first use. It is for tests that need *a* Prefect API and leave it as
-they found it: their flow runs end (completed, failed, or resumed from a pause), and they create no
-deployment, automation or work pool that another test could see. A test that changes the server's
-configuration, counts everything on it, depends on its scheduler or triggers, or stops it keeps its own.
+(`shared_prefect`), started on first use. It is for tests that need *a* Prefect API, read back only
+their own runs (by id, by tags, or as children of their run), and leave nothing that acts on other runs:
+their flow runs end (completed, failed, resumed from a pause, or left Running by a process the test
+killed), and they create no deployment, automation or work pool. A test that deploys, counts everything
+on the server, depends on its scheduler or triggers, or stops it keeps a server of its own.
 """
 
 from __future__ import annotations
