@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
+from tests.live_stack import PrefectServer, prefect_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,3 +27,11 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
 def default_config() -> CtcdConfig:
     """The embedded default configuration."""
     return load_config(REPO / "configs" / "default.yaml")
+
+
+@pytest.fixture(scope="session")
+def shared_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One real Prefect server for the whole session, started when a test first asks for it (see
+    tests/live_stack.py for which tests may share it)."""
+    with prefect_server(tmp_path_factory.mktemp("shared-prefect")) as server:
+        yield server

@@ -36,12 +36,16 @@ def test_the_filter_drops_expected_errors_and_keeps_bugs(monkeypatch):
 
 
 @pytest.mark.parametrize("debug", [False, True])
-def test_ctcd_monitor_without_a_champion_is_one_line(tmp_path, debug):
-    """The monitoring flow raises NoChampion inside Prefect: one `error:` line, no traceback, exit 1."""
+def test_ctcd_monitor_without_a_champion_is_one_line(tmp_path, debug, shared_prefect):
+    """The monitoring flow raises NoChampion inside Prefect: one `error:` line, no traceback, exit 1.
+
+    The flow runs against the session's Prefect server (PREFECT_API_URL, as under `ctcd up`) rather than a
+    temporary server per call: what is checked is how the failed flow run's error reaches the console."""
     env = {
         **os.environ,
         "CTCD_HOME": str(tmp_path / "home"),
         "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": shared_prefect.api,
         "PYTHONPATH": str(REPO),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -1,6 +1,6 @@
-"""Manual approval against a real Prefect server (the test harness's subprocess server): `ctcd train` with
-`gates.model.approval: manual` pauses its flow run once the candidate is blessed; the real `ctcd approve` /
-`ctcd reject` (subprocesses) resume it, and the decision is recorded like a promotion.
+"""Manual approval against a real Prefect server (the session's `prefect server start`, tests/live_stack.py):
+`ctcd train` with `gates.model.approval: manual` pauses its flow run once the candidate is blessed; the real
+`ctcd approve` / `ctcd reject` (subprocesses) resume it, and the decision is recorded like a promotion.
 
 `manual_project`, `start_training`, `wait_paused` and `ctcd` are shared with test_ui_browser_approval.py.
 """
@@ -21,6 +21,7 @@ from ctcd import audit, registry
 from ctcd.config import CtcdConfig, load_config
 from ctcd.workspace import Workspace
 from tests.integration.test_training_flow import land_validated, write_config
+from tests.live_stack import reporting_to
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration
@@ -99,12 +100,11 @@ def flow_run_state(run_id: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def prefect_api() -> Iterator[str]:
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield str(PREFECT_API_URL.value())
+def prefect_api(shared_prefect) -> Iterator[str]:
+    """The session's real Prefect server (tests/live_stack.py): every paused run here is resumed, and a
+    paused run is found by its model's and version's tags and pause key."""
+    with reporting_to(shared_prefect) as api:
+        yield api
 
 
 def _approval_entries(ws: Workspace) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from ctcd.config import CtcdConfig
 from ctcd.stream.landing import generate_stream
 from ctcd.workspace import Workspace
 from tasks import ingest
+from tests.live_stack import PrefectServer, reporting_to
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +25,15 @@ def _decisions(report: ingest.IngestReport) -> list[tuple[str, bool, str, int]]:
 
 
 def test_dask_ingest_files_the_same_decisions_as_one_process(
-    workspace: Workspace, default_config: CtcdConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workspace: Workspace,
+    default_config: CtcdConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_prefect: PrefectServer,
 ) -> None:
     pytest.importorskip("prefect_dask", reason="the dask extra is not installed")
     from prefect.client.orchestration import get_client
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
     from flows.ingest import ingest_flow
 
@@ -51,11 +56,21 @@ def test_dask_ingest_files_the_same_decisions_as_one_process(
     (alone.landing / "2026-01-05.parquet").write_bytes(b"not parquet")  # the same for the reference
     expected = ingest.ingest(default_config, alone, THROUGH)
     assert [d.batch_id for d in expected.rejected] == ["2026-01-05", "2026-01-11"]
-    with prefect_test_harness(server_startup_timeout=60):
-        report = ingest_flow(str(path), through=THROUGH)
+    with reporting_to(shared_prefect):  # the session's real Prefect server (tests/live_stack.py)
+        state = ingest_flow(str(path), through=THROUGH, return_state=True)
+        report = state.result()
+        run_id = state.state_details.flow_run_id
         with get_client(sync_client=True) as client:
-            flows = {client.read_flow(r.flow_id).name for r in client.read_flow_runs()}
-            task_runs = [t for t in client.read_task_runs() if t.name.startswith("validate-2026")]
+            # This run and the flow runs it started (the server holds other tests' runs too).
+            children = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+            runs = [client.read_flow_run(run_id), *client.read_flow_runs(flow_run_filter=children)]
+            flows = {client.read_flow(r.flow_id).name for r in runs}
+            of_runs = FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs]))
+            task_runs = [
+                t
+                for t in client.read_task_runs(flow_run_filter=of_runs)
+                if t.name.startswith("validate-2026")
+            ]
 
     assert flows == {"ingest", "validate-batches"}  # the validations ran in the Dask subflow
     assert len(task_runs) == len(report.decisions) == 12

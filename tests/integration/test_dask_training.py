@@ -14,6 +14,7 @@ import pytest
 
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
+from tests.live_stack import PrefectServer, reporting_to
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,10 +76,9 @@ def test_xgboost_dask_trains_the_model_contracts_pipeline(cluster: Any, default_
 
 @pytest.mark.integration
 def test_dask_task_runner_runs_flow_tasks_on_the_cluster_workers(
-    cluster: Any, default_config: CtcdConfig, workspace: Workspace
+    cluster: Any, default_config: CtcdConfig, workspace: Workspace, shared_prefect: PrefectServer
 ) -> None:
     from prefect import flow, task
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.task_runners import dask_task_runner
 
@@ -100,7 +100,7 @@ def test_dask_task_runner_runs_flow_tasks_on_the_cluster_workers(
     def spread(n: int) -> list[str]:
         return [f.result() for f in where_am_i.map(range(n))]
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with reporting_to(shared_prefect):  # the session's real Prefect server (tests/live_stack.py)
         addresses = spread(8)
     assert set(addresses) <= {w.address for w in cluster.workers.values()}
     assert len(set(addresses)) == 2

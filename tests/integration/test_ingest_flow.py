@@ -1,4 +1,5 @@
-"""The ingest flow on a Prefect test server over the default 30-day scenario, with the shipped suite."""
+"""The ingest flow on a real Prefect server (the session's, tests/live_stack.py) over the default 30-day
+scenario, with the shipped suite."""
 
 from __future__ import annotations
 
@@ -12,22 +13,34 @@ from ctcd.config import CtcdConfig
 from ctcd.events import sent_alerts
 from ctcd.stream.landing import generate_stream
 from ctcd.workspace import Workspace
+from tests.live_stack import PrefectServer, reporting_to
 
 pytestmark = pytest.mark.integration
 
 
-def test_ingest_flow_quarantines_only_the_corrupted_day(workspace: Workspace, default_config: CtcdConfig):
+def test_ingest_flow_quarantines_only_the_corrupted_day(
+    workspace: Workspace, default_config: CtcdConfig, shared_prefect: PrefectServer
+):
     from prefect.client.orchestration import get_client
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     from flows.ingest import ingest_flow
 
     generate_stream(default_config, workspace)
-    with prefect_test_harness(server_startup_timeout=60):
-        first = ingest_flow(str(default_config.source), through="2026-01-12")
-        report = ingest_flow(str(default_config.source), through="2026-01-30")
+    with reporting_to(shared_prefect):  # the session's real Prefect server (tests/live_stack.py)
+        states = [
+            ingest_flow(str(default_config.source), through=through, return_state=True)
+            for through in ("2026-01-12", "2026-01-30")
+        ]
+        first, report = (state.result() for state in states)
+        # The artifacts these two runs published (the server holds other tests' runs too).
+        runs = ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[s.state_details.flow_run_id for s in states])
+        )
         with get_client(sync_client=True) as client:
-            artifacts = [a for a in client.read_artifacts() if a.key in ("data-gate", "data-docs")]
+            artifacts = [
+                a for a in client.read_artifacts(artifact_filter=runs) if a.key in ("data-gate", "data-docs")
+            ]
 
     # No false rejections on clean data across the 30 days; the null-flood day (11) is quarantined.
     assert [d.batch_id for d in first.rejected] == ["2026-01-11"]

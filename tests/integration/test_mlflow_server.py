@@ -13,6 +13,7 @@ import pytest
 from ctcd import mlflow_connection, registry, settings
 from ctcd.net import free_port, wait_http
 from tests.integration.test_training_flow import land_validated, write_config
+from tests.live_stack import reporting_to
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration
@@ -54,9 +55,9 @@ def mlflow_server(tmp_path: Path):
         log.close()
 
 
-def test_training_flow_against_an_mlflow_server(mlflow_server, default_config, workspace, tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_training_flow_against_an_mlflow_server(
+    mlflow_server, default_config, workspace, tmp_path, shared_prefect
+):
     from flows.training import training_flow
 
     uri, store = mlflow_server
@@ -65,7 +66,7 @@ def test_training_flow_against_an_mlflow_server(mlflow_server, default_config, w
     path = str(write_config(cfg, tmp_path / "ctcd.yaml"))
     land_validated(cfg, workspace, range(1, 6))
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with reporting_to(shared_prefect):  # the session's real Prefect server (tests/live_stack.py)
         report = training_flow(path, reason="server")
 
     assert report.promoted

@@ -14,6 +14,7 @@ from ctcd.config import CtcdConfig, FilesSource, ScenarioEvent, SourceLabels, lo
 from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
 from tests.integration.test_training_flow import write_config
+from tests.live_stack import reporting_to
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration
@@ -75,12 +76,10 @@ def test_ingest_pulls_from_the_source_and_never_judges_a_batch_twice(
 
 
 @pytest.fixture(scope="module")
-def prefect_api_url():
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+def prefect_api_url(shared_prefect):
+    """The session's real Prefect server (tests/live_stack.py)."""
+    with reporting_to(shared_prefect) as api:
+        yield api
 
 
 def test_two_concurrent_ctcd_runs_judge_every_batch_exactly_once(

@@ -21,6 +21,7 @@ from ctcd.events import sent_alerts
 from ctcd.stream.scenario import generate_day
 from ctcd.workspace import Workspace
 from tasks.model import final_estimator
+from tests.live_stack import reporting_to
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration
@@ -57,10 +58,9 @@ def land_validated(cfg: CtcdConfig, ws: Workspace, days: range) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+def prefect_server(shared_prefect):
+    """The session's real Prefect server (tests/live_stack.py): each test reads back only its own runs."""
+    with reporting_to(shared_prefect):
         yield
 
 

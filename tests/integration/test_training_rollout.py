@@ -9,16 +9,16 @@ import pytest
 
 from ctcd import audit, registry
 from tests.integration.test_training_flow import land_validated, write_config
+from tests.live_stack import reporting_to
 from tests.tasks.test_training import small_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+def prefect_server(shared_prefect):
+    """The session's real Prefect server (tests/live_stack.py)."""
+    with reporting_to(shared_prefect):
         yield
 
 

@@ -1,23 +1,21 @@
 """Manual approval in the Prefect UI, in a real browser: a training run waiting for `ctcd approve` shows as
-Paused on its page of the Prefect UI (a real `prefect server start`, headless Chromium through Playwright);
-`ctcd reject` then resumes it. The screenshot is kept in `test-artifacts/ui/`.
+Paused on its page of the Prefect UI (the session's real `prefect server start`, tests/live_stack.py;
+headless Chromium through Playwright); `ctcd reject` then resumes it. The screenshot is kept in
+`test-artifacts/ui/`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ctcd.app import deployments, stack
 from ctcd.config import CtcdConfig
 from ctcd.workspace import Workspace
 from tests.integration.test_approval import ctcd, finish, manual_project, start_training, wait_paused
-from tests.integration.test_prefect_stack import write_config
 from tests.integration.test_ui_browser import CHROMIUM, _screenshot, browser  # noqa: F401 - fixture
+from tests.live_stack import PrefectServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -31,18 +29,13 @@ class PrefectUi:
 
 
 @pytest.fixture(scope="module")
-def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectUi]:
-    """A real `prefect server start` with its UI (no deployments, no workers: the training is in-process)."""
+def prefect_ui(tmp_path_factory: pytest.TempPathFactory, shared_prefect: PrefectServer) -> PrefectUi:
+    """The session's real `prefect server start` with its UI (tests/live_stack.py; no deployments, no
+    workers: the training runs in `ctcd train`), and a fresh workspace for the training."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/ci-system-deps.sh does)")
     root = tmp_path_factory.mktemp("approval-ui")
-    cfg = write_config(root, {})
-    ws = Workspace.open(root / "home")
-    try:
-        stack.wait_prefect(cfg, stack.start_prefect_server(cfg, ws), time.monotonic() + 300)
-        yield PrefectUi(deployments.prefect_url(cfg), deployments.prefect_api_url(cfg), ws, root)
-    finally:
-        stack.down(ws, grace=10)
+    return PrefectUi(shared_prefect.url, shared_prefect.api, Workspace.open(root / "home"), root)
 
 
 def test_a_run_waiting_for_approval_is_paused_in_the_prefect_ui(

@@ -15,6 +15,7 @@ from ctcd.net import free_port
 from ctcd.prediction_log import read_predictions
 from ctcd.workspace import Workspace
 from tests.integration.test_serving import API_KEY_ENV, json_rows, make_rows, register_version, write_project
+from tests.live_stack import reporting_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -22,10 +23,9 @@ KEY = "swap-key"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory):
-    """A live server on the config's port serving champion v1, inside a Prefect test harness."""
-    from prefect.testing.utilities import prefect_test_harness
-
+def live(tmp_path_factory: pytest.TempPathFactory, shared_prefect):
+    """A live server on the config's port serving champion v1; the delivery flows report to the session's
+    Prefect server (tests/live_stack.py)."""
     from ctcd.serving.server import start_server
 
     root = tmp_path_factory.mktemp("swap")
@@ -40,7 +40,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
         registry.Registry(cfg, ws).move_alias(registry.CHAMPION, v1, reason="first")
         handle = start_server(cfg, ws, cfg.serving.port)
         try:
-            with prefect_test_harness(server_startup_timeout=180):
+            with reporting_to(shared_prefect):
                 yield config, cfg, ws, handle
         finally:
             handle.stop()

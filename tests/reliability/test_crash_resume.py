@@ -1,7 +1,9 @@
 """Guarantee 1: a training run killed mid-training resumes from its cached steps on the rerun.
 
-The training flow runs in its own process (Prefect's temporary local server, results persisted under
-the workspace). It is killed with SIGKILL right after the search's result is persisted: the data was
+The training flow runs in its own process (results persisted under the workspace), reporting to the
+session's Prefect server (tests/live_stack.py; PREFECT_API_URL, as under `ctcd up`): the cache lives in the
+workspace's result storage, not in Prefect's database (test_first_run_kills.py kills Prefect's temporary
+server in the workspace). It is killed with SIGKILL right after the search's result is persisted: the data was
 read and validated, the model search is done, the baseline, evaluation and registration are not. Then:
 the registry and the champion are exactly as before, and the rerun takes the search from the cache,
 registers one version and promotes at most once.
@@ -27,6 +29,7 @@ from ctcd.workspace import Workspace
 from tests.conftest import REPO
 from tests.integration.test_serving import register_version
 from tests.integration.test_training_flow import land_validated, write_config
+from tests.live_stack import PrefectServer
 from tests.tasks.test_training import small_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -37,14 +40,14 @@ RUN = (
 )
 
 
-def _environment(ws: Workspace) -> dict[str, str]:
+def _environment(ws: Workspace, prefect_api: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {
+        "PREFECT_API_URL": prefect_api,
         "CTCD_HOME": str(ws.root),
         "PREFECT_HOME": str(ws.prefect_home),
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(ws.root / "prefect-results"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a loaded CI machine needs more than 20
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
@@ -54,7 +57,7 @@ def _environment(ws: Workspace) -> dict[str, str]:
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL a process, its group and every descendant (Prefect's temporary server included)."""
+    """SIGKILL a process, its group and every descendant (Prefect's temporary server, where it has one)."""
     try:
         family = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -72,7 +75,7 @@ def _persisted(folder: Path) -> list[Path]:
 
 
 def test_a_killed_training_run_resumes_from_cached_steps(
-    tmp_path: Path, default_config: CtcdConfig, workspace: Workspace
+    tmp_path: Path, default_config: CtcdConfig, workspace: Workspace, shared_prefect: PrefectServer
 ):
     cfg = small_config(default_config)
     config = str(write_config(cfg, tmp_path / "ctcd.yaml"))
@@ -81,7 +84,7 @@ def test_a_killed_training_run_resumes_from_cached_steps(
     registry.Registry(cfg, workspace).promote(champion, reason="champion before the crash")
     moves_before = audit.alias_history(workspace, alias=None)
     results = workspace.root / "prefect-results"
-    env = _environment(workspace)
+    env = _environment(workspace, shared_prefect.api)
 
     log_path = tmp_path / "killed-run.log"
     with log_path.open("wb") as log:

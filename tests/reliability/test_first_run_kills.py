@@ -1,13 +1,24 @@
 """Guarantee: no SIGKILL during a workspace's first `ctcd run` leaves a workspace later commands cannot use.
 
 One small stream is generated once (`ctcd data generate`). For each kill point a fresh copy of that
-workspace runs `ctcd run` through the real CLI (Prefect's temporary server, Great Expectations, MLflow's
-SQLite store in the workspace), which is killed with SIGKILL, its whole process group and every descendant,
-at a moment fixed by what the run has observably done: Prefect's database appearing (its migrations)
-and 1.5 s later, the first batch judged, and, densely, the MLflow store's creation (its temporary file
-appearing, then holding 25, 50 and 75 % of a complete store's bytes) and the store in place. Kill points
-tied to events (and to the migrations' progress) rather than to clock time mean the same thing on a slow
-and on a fast machine.
+workspace runs `ctcd run` through the real CLI (Great Expectations, MLflow's SQLite store in the workspace),
+which is killed with SIGKILL, its whole process group and every descendant, at a moment fixed by what the
+run has observably done: Prefect's database appearing (its migrations) and 1.5 s later, the first batch
+judged, and the MLflow store's creation (its temporary file appearing, then holding half of a complete
+store's bytes) and the store in place. Kill points tied to events (and to the migrations' progress) rather
+than to clock time mean the same thing on a slow and on a fast machine.
+
+The store is built in a temporary file (`.init-<pid>.<name>`) and renamed into place in one `os.replace`,
+and the next creation deletes every such temporary file before it starts: a kill anywhere inside the
+creation leaves the same state (no store, a partial temporary file), whatever share of its bytes was
+written. So three points cover it: the creation's first byte, its middle (a file with some of MLflow's
+tables) and the store just in place (after the rename); 25 % and 75 % would repeat the middle one.
+
+The kills that concern Prefect's own database (its migrations, and the first batch judged, while the run's
+states are being written there) run against Prefect's temporary server in the workspace, as a user's first
+`ctcd run` does, and so does their rerun. The kills inside the MLflow store's creation do not concern
+Prefect: they and their reruns report to the session's Prefect server (PREFECT_API_URL, as under `ctcd up`),
+which saves starting a temporary server twice per kill point.
 
 After each kill: the MLflow store is either absent or complete (never half-made), and a rerun of `ctcd run`
 succeeds with exactly one model version, which is the champion, and every generated batch is in
@@ -48,6 +59,7 @@ class KillPoint:
     name: str
     event: Callable[[Workspace, int], bool]  # (workspace, size of a complete MLflow store in bytes)
     offset: float = 0.0  # seconds after the event was seen
+    own_prefect: bool = True  # Prefect's temporary server in the workspace; False: the session's server
 
 
 def _prefect_db(ws: Workspace, full_size: int) -> bool:
@@ -90,16 +102,17 @@ KILL_POINTS = [
     KillPoint("Prefect's database appears (its migrations begin)", _prefect_db),
     KillPoint("1.5 s into Prefect's migrations", _prefect_db, offset=1.5),
     KillPoint("first batch judged (ingest)", _first_batch_judged),
-    KillPoint("MLflow store creation begins", _store_built(0.0)),
-    KillPoint("MLflow store creation, 25 % of its bytes written", _store_built(0.25)),
-    KillPoint("MLflow store creation, 50 % of its bytes written", _store_built(0.5)),
-    KillPoint("MLflow store creation, 75 % of its bytes written", _store_built(0.75)),
-    KillPoint("MLflow store just in place", _store_in_place),
+    KillPoint("MLflow store creation begins", _store_built(0.0), own_prefect=False),
+    KillPoint("MLflow store creation, 50 % of its bytes written", _store_built(0.5), own_prefect=False),
+    KillPoint("MLflow store just in place", _store_in_place, own_prefect=False),
 ]
 
 
-def _environment(ws: Workspace) -> dict[str, str]:
+def _environment(ws: Workspace, prefect_api: str | None = None) -> dict[str, str]:
+    """The CLI's environment in `ws`: Prefect's temporary server there, or the server at `prefect_api`."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "CTCD_CONFIG")}
+    if prefect_api:
+        env["PREFECT_API_URL"] = prefect_api
     env |= {
         "CTCD_HOME": str(ws.root),
         "PREFECT_HOME": str(ws.prefect_home),
@@ -138,13 +151,15 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, lis
     return config, template.root, batches, calibration.mlflow_db.stat().st_size
 
 
-def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path, full_size: int) -> bool:
+def _kill_at(
+    point: KillPoint, ws: Workspace, config: Path, log: Path, full_size: int, env: dict[str, str]
+) -> bool:
     """Run `ctcd run` in `ws` and SIGKILL it at `point`; whether the kill fell inside the MLflow store's
     creation (its temporary file was there just before the kill)."""
     with log.open("wb") as out:
         run = subprocess.Popen(
             [*CLI, "run", "-c", str(config)],
-            env=_environment(ws),
+            env=env,
             cwd=ws.root.parent,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -166,7 +181,9 @@ def _kill_at(point: KillPoint, ws: Workspace, config: Path, log: Path, full_size
     return inside_creation
 
 
-def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_path: Path) -> None:
+def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(
+    generated, shared_prefect, tmp_path: Path
+) -> None:
     config, template, batches, full_size = generated
     cfg = load_config(config)
     inside_creation = []
@@ -174,7 +191,8 @@ def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_pa
         ws = Workspace(tmp_path / f"kill-{i}")
         shutil.copytree(template, ws.root)
         started = time.monotonic()
-        if _kill_at(point, ws, config, tmp_path / f"kill-{i}.log", full_size):
+        env = _environment(ws, None if point.own_prefect else shared_prefect.api)
+        if _kill_at(point, ws, config, tmp_path / f"kill-{i}.log", full_size, env):
             inside_creation.append(point.name)
 
         # Never a half-made store in place: none, or a complete one.
@@ -183,7 +201,7 @@ def test_a_first_run_killed_anywhere_leaves_a_usable_workspace(generated, tmp_pa
 
         rerun = subprocess.run(
             [*CLI, "run", "-c", str(config)],
-            env=_environment(ws),
+            env=env,
             cwd=ws.root.parent,
             capture_output=True,
             text=True,

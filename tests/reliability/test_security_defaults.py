@@ -23,6 +23,7 @@ from ctcd.net import free_port
 from ctcd.workspace import Workspace
 from tests.conftest import REPO
 from tests.integration.test_serving import json_rows, make_rows
+from tests.live_stack import PrefectServer
 from tests.reliability.conftest import (
     API_KEY,
     Served,
@@ -161,9 +162,12 @@ def test_the_api_key_never_reaches_the_workspace(champion: Served):
     assert leaks == [], leaks
 
 
-def test_mlflow_and_prefect_as_ctcd_up_starts_them_bind_loopback(tmp_path: Path, workspace: Workspace):
-    from ctcd.app import deployments, stack
-    from ctcd.net import wait_http
+def test_mlflow_and_prefect_as_ctcd_up_starts_them_bind_loopback(
+    tmp_path: Path, workspace: Workspace, shared_prefect: PrefectServer
+):
+    """MLflow's server, and the session's Prefect server (tests/live_stack.py): both were started by
+    `ctcd.app.stack` as `ctcd up` starts them, with the default config's host."""
+    from ctcd.app import deployments
 
     config = write_stack_config(tmp_path, mlflow_port=free_port(), prefect_port=free_port())
     cfg = load_config(config)
@@ -178,11 +182,7 @@ def test_mlflow_and_prefect_as_ctcd_up_starts_them_bind_loopback(tmp_path: Path,
         refused = httpx.get(api, headers={"Host": f"evil.example:{cfg.orchestration.mlflow_port}"})
         assert refused.status_code in (400, 403), refused.status_code
 
-    launch = stack.start_prefect_server(cfg, workspace)
-    assert launch.record is not None
-    try:
-        wait_http(f"{deployments.prefect_api_url(cfg)}/health", timeout=180)
-        addresses = listening_addresses(launch.record.pid)
-        assert addresses and addresses <= LOOPBACK, addresses
-    finally:
-        stack.stop_record(workspace, launch.record)
+    assert shared_prefect.cfg.orchestration.host == cfg.orchestration.host  # the default config's
+    assert httpx.get(f"{shared_prefect.api}/health").status_code == 200
+    addresses = listening_addresses(shared_prefect.pid)
+    assert addresses and addresses <= LOOPBACK, addresses
