@@ -56,8 +56,26 @@ def prefect_server(root: Path, timeout: float = 300.0) -> Iterator[PrefectServer
 @contextlib.contextmanager
 def reporting_to(server: PrefectServer) -> Iterator[str]:
     """Flows run in this process report to `server` (what `prefect_test_harness` does with a server of its
-    own); yields its API URL. Subprocesses get it as PREFECT_API_URL in their environment."""
+    own); yields its API URL. Subprocesses get it as PREFECT_API_URL in their environment.
+
+    Prefect's log and event workers are per process and keep the API URL they were started with, so they
+    are drained on the way in and out, as the harness does: an event worker started here would otherwise
+    send a later test's events to this server (a drift event that never reached its own test's server).
+    """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    _drain_prefect_workers()
     with temporary_settings({PREFECT_API_URL: server.api}):
-        yield server.api
+        try:
+            yield server.api
+        finally:
+            _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's log and event workers hold, and stop them (the next use starts fresh ones)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    EventsWorker.drain_all(timeout=30)
