@@ -151,15 +151,7 @@ def judge_rollout(
     window = online_gate.rollout_window(cfg, timeline, batch)
     predictions = read_window(ws, timeline, window)
     labels = read_labels(cfg, ws, timeline, window[0])
-    rows, batches = online_gate.rollout_rows(predictions, labels, cfg.dataset, rollout.candidate_version)
-    return online_gate.judge_online(
-        cfg,
-        rows,
-        candidate_version=rollout.candidate_version,
-        champion_version=rollout.champion_version,
-        batches_waited=batches,
-        metric=rollout.metric,
-    )
+    return online_gate.judge_rollout(cfg, rollout, predictions, labels)
 
 
 @task(name="record-online-verdict", cache_policy=NO_CACHE)

@@ -253,6 +253,23 @@ def judge_online(
     return OnlineVerdict(action=action, reason=reason, **common, **numbers)
 
 
+def judge_rollout(
+    cfg: CtcdConfig, rollout: RolloutState, predictions: pd.DataFrame, labels: pd.DataFrame
+) -> OnlineVerdict:
+    """The online gate on a rollout: the logged rows its candidate scored beside its champion
+    (`predictions`, the rollout window's log), joined to the arrived `labels`, judged on the rollout's
+    metric. The monitoring flow and the replay both call this."""
+    rows, batches = rollout_rows(predictions, labels, cfg.dataset, rollout.candidate_version)
+    return judge_online(
+        cfg,
+        rows,
+        candidate_version=rollout.candidate_version,
+        champion_version=rollout.champion_version,
+        batches_waited=batches,
+        metric=rollout.metric,
+    )
+
+
 class RolloutStep(BaseModel):
     """What a rollout does after a verdict (`next_step`); the monitoring flow or the replay carries it out."""
 

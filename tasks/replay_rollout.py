@@ -7,7 +7,7 @@ replay's prediction log gets the live log's rollout columns (`ctcd/columns.py`).
 answers every row; in canary the candidate answers the rows `ctcd.rollout.routes_to_candidate` sends it
 (by the row's id, as the live server routes), and the batch's score counts the answered predictions.
 After each served batch the product's online gate runs on the rows whose labels have arrived
-(`online_gate.rollout_rows`, `judge_online`, `next_step`): promote -> the candidate becomes the champion
+(`online_gate.judge_rollout`, `next_step`): promote -> the candidate becomes the champion
 (serving from the next batch); reject -> the champion stays; step_up -> a canary's next share; hold.
 A newer candidate that passes the model gate replaces the one in rollout (the delivery's `start_rollout`
 does the same). No candidate rolls out without a champion: the first model is promoted at once.
@@ -148,17 +148,8 @@ def judge(
     served = [log for d, log in logs.items() if scenario.days[d - 1].batch_id in window]
     predictions = with_batches(pd.concat(served, ignore_index=True), timeline) if served else pd.DataFrame()
     labels = arrived_labels(scenario, today, timeline.position(window[0]) or 0)
-    state = rollout.state
-    rows, batches = online_gate.rollout_rows(predictions, labels, cfg.dataset, state.candidate_version)
-    verdict = online_gate.judge_online(
-        cfg,
-        rows,
-        candidate_version=state.candidate_version,
-        champion_version=state.champion_version,
-        batches_waited=batches,
-        metric=state.metric,
-    )
-    return verdict, online_gate.next_step(cfg, verdict, state)
+    verdict = online_gate.judge_rollout(cfg, rollout.state, predictions, labels)
+    return verdict, online_gate.next_step(cfg, verdict, rollout.state)
 
 
 def record(
