@@ -39,6 +39,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from spy_profile import profile_server  # noqa: E402  (benchmarks/, the script's folder)
+
 from ctcd import mlflow_connection, registry  # noqa: E402
 from ctcd.config import CtcdConfig, load_config  # noqa: E402
 from ctcd.net import free_port, wait_http  # noqa: E402
@@ -178,95 +180,6 @@ def measure(
     return drive(url, body, seconds, connections, headers, pause_ms)
 
 
-def profile_server(pid: int, url: str, body: dict, seconds: int, connections: int, top: int = 15) -> str:
-    """Sample the server's process tree with py-spy under the same load; the top functions as text.
-
-    py-spy runs `--nonblocking` (it does not pause the server to read its stacks), so the load run it
-    watches is only slightly slower than the measured one; its numbers are not reported. `--gil` keeps
-    only the thread that holds the GIL: a Python server's CPU time, without threads that wait (the event
-    loop's poll, idle pool threads), which a plain sample would count as busy.
-    """
-    out = Path(tempfile.mkdtemp(prefix="ctcd-spy-")) / "profile.txt"
-    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    cmd = [
-        spy_bin,
-        "record",
-        "--pid",
-        str(pid),
-        "--subprocesses",
-        "--nonblocking",
-        "--gil",
-        "--format",
-        "raw",
-    ]
-    cmd += ["--rate", "200", "--duration", str(seconds + 1), "-o", str(out)]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)
-    (run_wrk if shutil.which("wrk") else run_httpx)(url, body, seconds, connections, {})
-    _, err = spy.communicate(timeout=120)
-    if not out.exists():
-        return f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}"
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = 0
-    for line in out.read_text(encoding="utf-8").splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [_frame(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames or not count.isdigit():
-            continue
-        n = int(count)
-        samples += n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for frame in set(frames):
-            if not frame.startswith(_LAUNCH_FRAMES):
-                total[frame] = total.get(frame, 0) + n
-    shutil.rmtree(out.parent, ignore_errors=True)
-    lines = [f"py-spy: {samples} samples of the GIL holder in the server's processes ({seconds} s at 200 Hz)"]
-    for title, table in (
-        ("own (where the time is spent)", own),
-        ("total (including callees; launch frames left out)", total),
-    ):
-        lines.append(f"  top {top} by {title}:")
-        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
-            lines.append(f"    {100 * n / max(samples, 1):5.1f}%  {frame}")
-    return "\n".join(lines)
-
-
-# Frames that start the process, the event loop or a thread: on every stack, they say nothing.
-_LAUNCH_FRAMES = tuple(
-    f"{name} ("
-    for name in (
-        "<module>",
-        "_run_code",
-        "_run_module_as_main",
-        "main",
-        "Command.main",
-        "Command.invoke",
-        "Command.__call__",
-        "Context.invoke",
-        "asyncio_run",
-        "Server.run",
-        "Runner.run",
-        "Thread._bootstrap",
-        "Thread._bootstrap_inner",
-        "Thread.run",
-    )
-)
-
-
-def _frame(raw: str) -> str:
-    # "func (path/to/site-packages/pkg/mod.py:123)" -> "func (pkg/mod.py)": one entry per function.
-    name, _, where = raw.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    else:
-        path = path.replace(str(REPO) + "/", "")
-    return f"{name} ({path})"
-
-
 def measure_in_process(model: object, frame: pd.DataFrame, seconds: float) -> dict:
     """Back-to-back predict_proba calls on a one-row DataFrame in this process (one thread)."""
     for _ in range(50):
@@ -401,9 +314,13 @@ def main() -> None:
         if args.rollout:
             results |= measure_rollout(cfg, ws, handle.url, {"rows": [row]}, args)
         if args.profile:
+            drive = run_wrk if shutil.which("wrk") else run_httpx
+            url = f"{handle.url}/predict"
             print(
                 profile_server(
-                    handle.pid, f"{handle.url}/predict", {"rows": [row]}, args.seconds, args.connections
+                    handle.pid,
+                    lambda: drive(url, {"rows": [row]}, args.seconds, args.connections, {}),
+                    args.seconds,
                 )
             )
     finally:
